@@ -1,0 +1,25 @@
+r"""Neuron Shapley for Captum: the neurons and filters responsible for a model's
+behaviour, by their Shapley values for a dataset-level metric."""
+
+from .attr import FilterShapley, NeuronShapley
+from .metrics import (
+    Accuracy,
+    accuracy,
+    ClassRecall,
+    NegativeCrossEntropy,
+    SubgroupAccuracy,
+)
+from .result import ShapleyResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FilterShapley",
+    "NeuronShapley",
+    "ShapleyResult",
+    "Accuracy",
+    "accuracy",
+    "ClassRecall",
+    "NegativeCrossEntropy",
+    "SubgroupAccuracy",
+]

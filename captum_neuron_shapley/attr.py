@@ -1,0 +1,466 @@
+r"""Captum attribution classes: :class:`NeuronShapley` and :class:`FilterShapley`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from captum.attr import LayerAttribution, PerturbationAttribution
+from torch import nn, Tensor
+from torch.utils.data import DataLoader
+
+from ._inputs import check_positive_int, format_eval_data, layer_names
+from .bandit import BoundConfig, TopKRule
+from .estimator import Budget, TMABEstimator
+from .game import model_guard, reference_pass, UnitGame
+from .metrics import accuracy, metric_bounds
+from .removal import filter_groups, LayerUnits, neuron_groups
+from .result import LayerLayout, ShapleyResult
+from .sampler import ChainSampler
+
+__all__ = ["NeuronShapley", "FilterShapley"]
+
+AUTO_TRUNCATION_FRACTION = 0.05
+PAPER_PATIENCE = 6
+
+Baseline = Union[None, str, float, int, Tensor]
+
+
+class NeuronShapley(LayerAttribution, PerturbationAttribution):
+    r"""Neuron Shapley (Ghorbani & Zou, NeurIPS 2020): the Shapley value of each
+    unit of one or more layers for a *dataset-level* metric of the model, such as
+    its accuracy on the evaluation data.
+
+    The players are the elements of the layer outputs (optionally grouped by a
+    Captum-style ``layer_mask``); all units of all given layers play one joint game.
+    ``V(S)`` is the metric of the model in which the units outside ``S`` are
+    replaced by a baseline (by forward hooks; the model's weights are never
+    touched). Values are estimated by truncated permutation chains with a
+    multi-armed bandit that stops sampling units once their confidence interval
+    places them clearly inside or outside the top ``k``.
+
+    Args:
+        forward_func (nn.Module or Callable): The model. When it is an
+            ``nn.Module`` it is evaluated in ``eval`` mode without gradients and
+            its modules' ``training`` flags are restored afterwards.
+        layer (nn.Module or list[nn.Module]): Layer(s) whose output units are the
+            players. A list gives one joint game over all their units and tuple
+            outputs.
+    """
+
+    _grouping = "neuron"
+
+    def __init__(
+        self, forward_func: Callable, layer: Union[nn.Module, Sequence[nn.Module]]
+    ) -> None:
+        layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+        if not layers:
+            raise ValueError("`layer` must be a module or a non-empty list of them")
+        self._names = layer_names(forward_func, layers)
+        LayerAttribution.__init__(self, forward_func, layer)
+        PerturbationAttribution.__init__(self, forward_func)
+        self._layers = layers
+        self._single = not isinstance(layer, (list, tuple))
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return False
+
+    def attribute(
+        self,
+        inputs: Union[Tensor, Tuple[Tensor, ...], DataLoader],
+        target: Any = None,
+        metric: Optional[Callable[[Tensor, Any], float]] = None,
+        layer_baselines: Union[Baseline, Tuple[Baseline, ...]] = None,
+        layer_mask: Union[None, Tensor, Tuple[Optional[Tensor], ...]] = None,
+        truncation: Union[None, str, float] = "auto",
+        top_k: Optional[int] = None,
+        epsilon: float = 0.01,
+        max_evaluations: Optional[int] = None,
+        max_permutations: Optional[int] = None,
+        max_time: Optional[float] = None,
+        bound: str = "strict",
+        delta: Optional[float] = None,
+        min_samples: Optional[int] = None,
+        subset_size: Optional[int] = None,
+        antithetic: bool = False,
+        perturbations_per_eval: int = 1,
+        batch_size: Optional[int] = None,
+        seed: Optional[int] = None,
+        checkpoint: Optional[str] = None,
+        checkpoint_interval: float = 60.0,
+        show_progress: bool = False,
+        return_convergence_delta: bool = False,
+        return_result: bool = False,
+    ) -> Any:
+        r"""
+        Args:
+            inputs (Tensor, tuple[Tensor, ...] or DataLoader): The evaluation set,
+                examples along dimension 0. A DataLoader is read once; its batches
+                are ``(inputs..., target)`` when ``target`` is None.
+            target (Any, optional): What the metric compares the outputs with:
+                per-example labels (a tensor with one entry per example), a tuple of
+                per-example tensors, or any object. Per-example targets follow the
+                examples when ``subset_size`` samples them.
+            metric (Callable, optional): ``metric(outputs, target) -> float``,
+                higher is better. Default: top-1 accuracy. See
+                :mod:`captum_neuron_shapley.metrics` for recall, subgroup accuracy
+                and negative cross-entropy, which also score many coalitions at once.
+            layer_baselines (scalar, Tensor, str or tuple, optional): The value a
+                removed unit is replaced with: ``"zero"``, ``"mean"`` (the unit's
+                mean output over ``inputs``, averaged within the unit), a scalar or a
+                tensor broadcastable to the layer output (without batch dimension,
+                or with a leading 1), for every layer, or a tuple with one entry per
+                layer. Default: ``"mean"`` for FilterShapley (each removed filter
+                emits its channel mean), ``"zero"`` for NeuronShapley.
+            layer_mask (Tensor or tuple, optional): NeuronShapley only: integer
+                tensor broadcastable to the layer output (a leading batch dimension
+                of 1 is allowed) grouping elements into units, one per layer for a
+                list of layers. Each element of a unit gets the unit's value.
+            truncation (float, str or None, optional): A chain stops once the
+                metric falls to this value and the remaining marginals count as 0.
+                ``"auto"`` (default): ``V(none) + 0.05 * (V(all) - V(none))``, i.e.
+                5% of the way from the fully ablated model to the intact one, or no
+                truncation when removing every unit does not lower the metric.
+                ``None`` disables truncation (unbiased; efficiency holds).
+            top_k (int, optional): Stop once the ``top_k`` most valuable units are
+                separated from the rest (up to ``epsilon``). None: estimate every
+                unit until each half-width is at most ``epsilon`` or a budget ends.
+            epsilon (float): Tolerance of the stopping rule. Default: 0.01.
+            max_evaluations (int, optional): Budget in coalitions evaluated.
+            max_permutations (int, optional): Budget in permutation chains.
+            max_time (float, optional): Budget in seconds.
+            bound (str): ``"strict"`` (empirical Bernstein, the true range of a
+                marginal, union bound over units), ``"normal"`` (z times the
+                standard error, union bound) or ``"paper"`` (the original code:
+                empirical Bernstein with range 1, ``delta=0.2`` per unit, and
+                truncation only after 6 consecutive states below the threshold).
+            delta (float, optional): Failure probability of the intervals
+                (default 0.05; 0.2 in paper mode).
+            min_samples (int, optional): Samples a unit needs before it can leave
+                the active set (default 20 for ``"normal"``, 2 otherwise).
+            subset_size (int, optional): Evaluate each chain on this many examples
+                drawn at random (the same ones along the whole chain).
+            antithetic (bool): Pair each chain with its reversed order.
+            perturbations_per_eval (int): Coalitions evaluated in one forward pass
+                (the batch is ``perturbations_per_eval`` copies of the examples).
+            batch_size (int, optional): Examples per forward pass (all if None).
+            seed (int, optional): Seed of a private generator; the same seed gives
+                the same result, and the global RNG state is never touched.
+            checkpoint (str, optional): File to save the estimator's state to
+                (atomically, every ``checkpoint_interval`` seconds and at the end)
+                and to resume from if it exists.
+            checkpoint_interval (float): Seconds between checkpoint saves.
+            show_progress (bool): Show a progress bar over permutation chains.
+            return_convergence_delta (bool): Also return
+                ``V(all) - V(none) - sum(values)``.
+            return_result (bool): Return a :class:`ShapleyResult` instead of tensors.
+
+        Returns:
+            *Tensor* or *tuple[Tensor, ...]* of **attributions**, or a
+            :class:`ShapleyResult`:
+            - **attributions**: NeuronShapley: the layer output's shape without the
+              batch dimension; FilterShapley: shape ``(C,)``. A tuple with one entry
+              per layer when ``layer`` is a list.
+            - **delta** (*float*, returned if ``return_convergence_delta``): the
+              efficiency gap.
+
+        Examples::
+
+            >>> net = ImageClassifier()
+            >>> ns = NeuronShapley(net, net.fc1)
+            >>> # Shapley value of each fc1 neuron for accuracy on (x_val, y_val),
+            >>> # sampling until the 5 most valuable neurons are identified.
+            >>> phi = ns.attribute(x_val, target=y_val, top_k=5, seed=0)
+        """
+        check_positive_int("top_k", top_k)
+        check_positive_int("perturbations_per_eval", perturbations_per_eval, False)
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("subset_size", subset_size)
+        if not (isinstance(epsilon, (int, float)) and epsilon >= 0):
+            raise ValueError(f"`epsilon` must be a non-negative number, got {epsilon!r}")
+        budget = Budget(max_evaluations, max_permutations, max_time)
+        bounds_cfg = BoundConfig(bound, delta, min_samples)
+        xs, target = format_eval_data(inputs, target)
+        generator = torch.Generator()
+        generator.manual_seed(int(seed) if seed is not None else _fresh_seed())
+        with model_guard(self.forward_func):
+            game = self._game(
+                xs, target, metric, layer_baselines, layer_mask,
+                perturbations_per_eval, batch_size,
+            )
+            if top_k is not None and top_k >= game.n_units:
+                raise ValueError(
+                    f"`top_k` must be smaller than the number of units "
+                    f"({game.n_units}), got {top_k}"
+                )
+            v_all, v_none = game.full_value(), game.empty_value()
+            threshold = _truncation_threshold(truncation, v_all, v_none)
+            sampler = ChainSampler(
+                game, generator, threshold,
+                PAPER_PATIENCE if bound == "paper" else 1, subset_size, antithetic,
+            )
+            estimator = TMABEstimator(
+                sampler,
+                TopKRule(top_k, float(epsilon)),
+                bounds_cfg,
+                budget,
+                _marginal_range(game.metric),
+                checkpoint,
+                checkpoint_interval,
+                _fingerprint(game, seed, threshold, top_k, epsilon, bounds_cfg,
+                             subset_size, antithetic),
+                show_progress,
+            ).run()
+        result = self._result(estimator, game.units, v_all, v_none, threshold, top_k, bound)
+        if return_result:
+            return result
+        if return_convergence_delta:
+            return result.values, v_all - v_none - float(result.flat_values.sum())
+        return result.values
+
+    def game(
+        self,
+        inputs: Union[Tensor, Tuple[Tensor, ...], DataLoader],
+        target: Any = None,
+        metric: Optional[Callable[[Tensor, Any], float]] = None,
+        layer_baselines: Union[Baseline, Tuple[Baseline, ...]] = None,
+        layer_mask: Union[None, Tensor, Tuple[Optional[Tensor], ...]] = None,
+        perturbations_per_eval: int = 1,
+        batch_size: Optional[int] = None,
+    ) -> UnitGame:
+        r"""The :class:`UnitGame` that :meth:`attribute` estimates, for exact
+        enumeration, other estimators (such as Captum's ``ShapleyValueSampling``
+        through a mask wrapper) and removal experiments. Arguments as in
+        :meth:`attribute`.
+
+        Examples::
+
+            >>> game = FilterShapley(model, model.conv1).game(x_val, target=y_val)
+            >>> keep = torch.ones(1, game.n_units, dtype=torch.bool)
+            >>> keep[0, 3] = False  # remove filter 3
+            >>> game.value(keep)
+        """
+        check_positive_int("perturbations_per_eval", perturbations_per_eval, False)
+        check_positive_int("batch_size", batch_size)
+        xs, target = format_eval_data(inputs, target)
+        return self._game(
+            xs, target, metric, layer_baselines, layer_mask,
+            perturbations_per_eval, batch_size,
+        )
+
+    # -- helpers -------------------------------------------------------------
+    def _game(
+        self,
+        xs: Tuple[Tensor, ...],
+        target: Any,
+        metric: Optional[Callable],
+        layer_baselines: Any,
+        layer_mask: Any,
+        perturbations_per_eval: int,
+        batch_size: Optional[int],
+    ) -> UnitGame:
+        if metric is None:
+            if target is None:
+                raise ValueError("`target` is required by the default metric (accuracy)")
+            metric = accuracy
+        if not callable(metric):
+            raise ValueError(f"`metric` must be callable, got {type(metric).__name__}")
+        with model_guard(self.forward_func):
+            outputs, shapes, means = reference_pass(
+                self.forward_func, self._layers, self._names, xs, batch_size
+            )
+        units = self._units(shapes, means, layer_baselines, layer_mask)
+        return UnitGame(
+            self.forward_func, units, xs, target, metric, outputs,
+            perturbations_per_eval, batch_size,
+        )
+
+    def _units(
+        self,
+        shapes: List[torch.Size],
+        means: List[Tensor],
+        layer_baselines: Any,
+        layer_mask: Any,
+    ) -> List[LayerUnits]:
+        n = len(self._layers)
+        baselines = _per_layer(layer_baselines, n, "layer_baselines")
+        masks = _per_layer(layer_mask, n, "layer_mask")
+        if self._grouping == "filter" and any(m is not None for m in masks):
+            raise ValueError("`layer_mask` is not supported by FilterShapley")
+        units = []
+        for i, (layer, name, shape) in enumerate(zip(self._layers, self._names, shapes)):
+            if self._grouping == "filter":
+                groups = filter_groups(shape, name)
+                ids, kind = torch.arange(shape[0]), "filter"
+            else:
+                groups, ids = neuron_groups(shape, name, masks[i])
+                kind = "neuron"
+            device = means[i].device
+            u = LayerUnits(layer, name, shape, groups.to(device), ids, kind)
+            u.baseline = _baseline(u, baselines[i], means[i], self._grouping)
+            units.append(u)
+        return units
+
+    def _result(
+        self,
+        est: TMABEstimator,
+        units: List[LayerUnits],
+        v_all: float,
+        v_none: float,
+        threshold: Optional[float],
+        top_k: Optional[int],
+        bound: str,
+    ) -> ShapleyResult:
+        layouts = []
+        for u in units:
+            groups = (
+                torch.arange(u.n_units)
+                if u.kind == "filter"
+                else u.groups.expand(u.out_shape).cpu().clone()
+            )
+            base = u.baseline.detach().cpu().expand(u.out_shape).clone()
+            layouts.append(
+                LayerLayout(
+                    u.name, u.kind, groups, u.unit_ids.cpu(), list(u.out_shape), base
+                )
+            )
+        return ShapleyResult(
+            flat_values=est.stats.mean.clone(),
+            flat_stderr=est.stats.stderr,
+            flat_radius=est.radius(),
+            counts=est.stats.count.to(torch.long),
+            n_evaluations=est.game.n_evaluations,
+            n_permutations=est.n_permutations,
+            converged=est.converged,
+            top_k=top_k,
+            full_value=v_all,
+            empty_value=v_none,
+            truncation=threshold,
+            bound=bound,
+            layers=layouts,
+            history=est.history_tensor(),
+            single_layer=self._single,
+        )
+
+
+class FilterShapley(NeuronShapley):
+    r"""Neuron Shapley with one player per channel (convolutional filter).
+
+    The same engine as :class:`NeuronShapley`, with the units of each layer being
+    its output channels (dimension 1 of ``(N, C, L)`` or ``(N, C, H, W)``
+    outputs). A removed filter emits, by default, its mean activation over the
+    evaluation inputs (the per-channel constant of the original paper).
+
+    Args:
+        forward_func (nn.Module or Callable): The model.
+        layer (nn.Module or list[nn.Module]): Layer(s) whose output channels are
+            the players (one joint game over all their channels).
+
+    Examples::
+
+        >>> from captum_neuron_shapley import FilterShapley
+        >>> fs = FilterShapley(model, [model.conv1, model.conv2])
+        >>> phi1, phi2 = fs.attribute(x_val, target=y_val, top_k=10, seed=0)
+        >>> phi1.shape  # one value per filter of conv1
+        torch.Size([32])
+    """
+
+    _grouping = "filter"
+
+
+def _marginal_range(metric: Callable) -> Optional[float]:
+    bounds = metric_bounds(metric)
+    return None if bounds is None else 2.0 * (bounds[1] - bounds[0])
+
+
+def _fresh_seed() -> int:
+    import secrets
+
+    return secrets.randbits(62)
+
+
+def _per_layer(value: Any, n: int, name: str) -> List[Any]:
+    if isinstance(value, (tuple, list)):
+        if len(value) != n:
+            raise ValueError(
+                f"`{name}` has {len(value)} entries but there are {n} layers"
+            )
+        return list(value)
+    return [value] * n
+
+
+def _baseline(u: LayerUnits, value: Baseline, mean: Tensor, grouping: str) -> Tensor:
+    if value is None:
+        value = "mean" if grouping == "filter" else "zero"
+    if isinstance(value, str):
+        if value == "zero":
+            return torch.zeros((), device=mean.device)
+        if value == "mean":
+            return u.group_mean(mean).to(torch.float32)
+        raise ValueError(
+            f"`layer_baselines` must be 'zero', 'mean', a number or a Tensor, got {value!r}"
+        )
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return torch.tensor(float(value), device=mean.device)
+    if not isinstance(value, Tensor):
+        raise ValueError(
+            f"`layer_baselines` must be 'zero', 'mean', a number or a Tensor, got "
+            f"{type(value).__name__}"
+        )
+    b = value.detach()
+    if b.dim() == len(u.out_shape) + 1 and b.shape[0] == 1:
+        b = b[0]
+    try:
+        ok = torch.broadcast_shapes(b.shape, u.out_shape) == torch.Size(u.out_shape)
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"`layer_baselines` of shape {tuple(value.shape)} does not broadcast to "
+            f"the output shape {tuple(u.out_shape)} of layer {u.name!r}"
+        )
+    return b.to(mean.device)
+
+
+def _truncation_threshold(truncation: Any, v_all: float, v_none: float) -> Optional[float]:
+    if truncation is None:
+        return None
+    if isinstance(truncation, str):
+        if truncation != "auto":
+            raise ValueError(f"`truncation` must be a number, 'auto' or None, got {truncation!r}")
+        if v_all <= v_none:
+            return None  # removing every unit does not hurt: nothing to truncate
+        return v_none + AUTO_TRUNCATION_FRACTION * (v_all - v_none)
+    if isinstance(truncation, bool) or not isinstance(truncation, (int, float)):
+        raise ValueError(f"`truncation` must be a number, 'auto' or None, got {truncation!r}")
+    if not math.isfinite(truncation):
+        raise ValueError(f"`truncation` must be finite, got {truncation}")
+    if v_all <= truncation:
+        raise ValueError(
+            f"the intact model's metric ({v_all:.4g}) is already at or below "
+            f"`truncation` ({truncation:.4g}): every chain would stop at once. Lower "
+            "`truncation` or pass None"
+        )
+    return float(truncation)
+
+
+def _fingerprint(
+    game: UnitGame, seed: Optional[int], threshold: Optional[float], top_k: Optional[int],
+    epsilon: float, bound: BoundConfig, subset_size: Optional[int], antithetic: bool,
+) -> dict:
+    return {
+        "n_units": game.n_units,
+        "n_examples": game.n_examples,
+        "seed": seed,
+        "truncation": threshold,
+        "top_k": top_k,
+        "epsilon": float(epsilon),
+        "bound": bound.mode,
+        "delta": float(bound.delta),
+        "min_samples": bound.min_samples,
+        "subset_size": subset_size,
+        "antithetic": antithetic,
+        "perturbations_per_eval": game.perturbations_per_eval,
+    }

@@ -1,0 +1,105 @@
+r"""Confidence bounds and the top-k stopping rule of the multi-armed bandit."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .statistics import RunningStats
+
+__all__ = ["bernstein_radius", "BoundConfig", "TopKRule"]
+
+
+def bernstein_radius(variance: Tensor, count: Tensor, value_range: float, delta: float) -> Tensor:
+    r"""Empirical Bernstein half-width (Maurer & Pontil 2009, Thm. 4):
+
+    .. math::
+        \sqrt{2\,\hat\sigma^2 \ln(2/\delta) / n} + 7 R \ln(2/\delta) / (3 (n - 1))
+
+    ``inf`` where ``n < 2``. With probability at least ``1 - delta`` the true mean
+    lies within the half-width of the sample mean, for samples in a range ``R``.
+    """
+    log_term = math.log(2.0 / delta)
+    n = count.clamp_min(2)
+    rad = (2 * variance * log_term / n).sqrt() + 7 * value_range * log_term / (3 * (n - 1))
+    return torch.where(count >= 2, rad, torch.inf)
+
+
+@dataclass
+class BoundConfig:
+    r"""How confidence intervals are computed.
+
+    Attributes:
+        mode (str): ``"strict"``: empirical Bernstein with the true range of a
+            marginal contribution (twice the metric's range; the observed range when
+            the metric declares no ``bounds``) and a union bound over the units, so
+            that all intervals hold at once with probability ``1 - delta``.
+            ``"paper"``: the original implementation's settings, range 1 and
+            ``delta = 0.2`` per unit, no union bound. ``"normal"``: ``z`` times the
+            standard error with a union bound over units (asymptotic, much tighter).
+        delta (float): Failure probability (``None``: 0.05, or 0.2 in paper mode).
+        min_samples (int): Samples a unit needs before its interval is finite
+            (``None``: 20 in normal mode, where the normal approximation needs
+            them, 2 otherwise).
+    """
+
+    mode: str = "strict"
+    delta: Optional[float] = None
+    min_samples: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("strict", "paper", "normal"):
+            raise ValueError(
+                f"`bound` must be 'strict', 'paper' or 'normal', got {self.mode!r}"
+            )
+        if self.delta is None:
+            self.delta = 0.2 if self.mode == "paper" else 0.05
+        if not 0.0 < self.delta < 1.0:
+            raise ValueError(f"`delta` must lie in (0, 1), got {self.delta}")
+        if self.min_samples is None:
+            self.min_samples = 20 if self.mode == "normal" else 2
+        if self.min_samples < 2:
+            raise ValueError(f"`min_samples` must be at least 2, got {self.min_samples}")
+
+    def radius(self, stats: RunningStats, value_range: float) -> Tensor:
+        r"""Half-width of each unit's interval (``inf`` below ``min_samples``)."""
+        if self.mode == "paper":
+            rad = bernstein_radius(stats.variance, stats.count, 1.0, self.delta)
+        else:
+            delta = self.delta / max(len(stats), 1)
+            if self.mode == "strict":
+                rad = bernstein_radius(stats.variance, stats.count, value_range, delta)
+            else:
+                z = torch.distributions.Normal(0.0, 1.0).icdf(
+                    torch.tensor(1 - delta / 2, dtype=torch.float64)
+                )
+                rad = z * stats.stderr
+        return torch.where(stats.count >= self.min_samples, rad, torch.inf)
+
+
+@dataclass
+class TopKRule:
+    r"""Which units still need samples, and when to stop.
+
+    With ``top_k = k`` a unit stays active while its interval straddles the
+    boundary between the k-th and (k+1)-th largest estimates, widened by
+    ``epsilon`` on each side: it is done once its lower bound is at least
+    ``boundary - epsilon`` or its upper bound at most ``boundary + epsilon``. The run
+    stops when no unit is active. Without ``top_k`` every unit stays active until
+    its half-width is at most ``epsilon`` (or a budget ends the run).
+    """
+
+    top_k: Optional[int]
+    epsilon: float
+
+    def active(self, mean: Tensor, radius: Tensor) -> Tensor:
+        if self.top_k is None:
+            return radius > self.epsilon
+        top = torch.topk(mean, self.top_k + 1).values
+        boundary = 0.5 * (top[-2] + top[-1])
+        lower, upper = mean - radius, mean + radius
+        return (lower < boundary - self.epsilon) & (upper > boundary + self.epsilon)

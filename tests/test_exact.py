@@ -1,0 +1,64 @@
+"""The estimator converges to exact Shapley values computed by enumeration."""
+
+import pytest
+import torch
+
+from captum_neuron_shapley import FilterShapley, NegativeCrossEntropy, NeuronShapley
+
+from .conftest import exact_shapley, MLP, Z_TOL
+
+
+def _check(result, exact):
+    est, se = result.flat_values, result.flat_stderr
+    assert torch.isfinite(se).all()
+    err = (est - exact).abs()
+    assert (err <= Z_TOL * se + 1e-9).all(), (est, exact, se)
+    # ... and the comparison is not vacuous: the errors are small in absolute terms
+    assert err.max() < 0.05
+
+
+@pytest.mark.parametrize("baselines", ["mean", "zero"])
+def test_one_layer_matches_enumeration(tiny, tiny_data, baselines):
+    (x, y), _ = tiny_data
+    fs = FilterShapley(tiny, tiny.conv1)
+    exact = exact_shapley(fs.game(x, target=y, layer_baselines=baselines))
+    assert exact.abs().max() > 0.05  # a game with real differences between units
+    res = fs.attribute(
+        x, target=y, layer_baselines=baselines, truncation=None,
+        max_permutations=600, perturbations_per_eval=4, seed=1, return_result=True,
+    )
+    _check(res, exact)
+    assert res.values.shape == (4,)
+
+
+def test_joint_game_over_two_layers(tiny, tiny_data):
+    (x, y), _ = tiny_data
+    fs = FilterShapley(tiny, [tiny.conv1, tiny.conv2])
+    game = fs.game(x, target=y, metric=NegativeCrossEntropy())
+    assert game.n_units == 7
+    exact = exact_shapley(game)
+    res = fs.attribute(
+        x, target=y, metric=NegativeCrossEntropy(), truncation=None,
+        max_permutations=800, perturbations_per_eval=7, seed=2, return_result=True,
+    )
+    _check(res, exact)
+    v1, v2 = res.values
+    assert v1.shape == (4,) and v2.shape == (3,)
+
+
+def test_neuron_shapley_with_layer_mask_matches_enumeration():
+    torch.manual_seed(0)
+    model = MLP().eval()
+    x = torch.randn(150, 5)
+    y = model(x).argmax(1)
+    mask = torch.tensor([[0, 0, 1, 2, 3, 3]])  # 4 units over 6 neurons
+    ns = NeuronShapley(model, model.act)
+    exact = exact_shapley(ns.game(x, target=y, layer_mask=mask))
+    res = ns.attribute(
+        x, target=y, layer_mask=mask, truncation=None, max_permutations=600,
+        seed=3, return_result=True,
+    )
+    _check(res, exact)
+    phi = res.values
+    assert phi.shape == (6,)
+    assert phi[0] == phi[1] and phi[4] == phi[5]  # elements share their unit's value
