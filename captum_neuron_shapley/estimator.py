@@ -120,7 +120,8 @@ class TMABEstimator:
                 self.history.append(
                     [self.n_permutations, self.game.n_evaluations, n_active]
                 )
-                for units, marginals in self.sampler.sample(active):
+                chains = self.sampler.sample(active, self.budget.max_evaluations)
+                for units, marginals in chains:
                     self.stats.update(units, marginals)
                     if marginals.numel():
                         self.observed[0] = min(self.observed[0], marginals.min())

@@ -58,18 +58,36 @@ class ChainSampler:
             return None
         return torch.randperm(n, generator=self.generator)[: self.subset_size]
 
-    def sample(self, active: Tensor) -> List[Tuple[Tensor, Tensor]]:
+    def sample(
+        self, active: Tensor, max_evaluations: Optional[int] = None
+    ) -> List[Tuple[Tensor, Tensor]]:
         r"""Draw one chain (two if antithetic) and return, per chain, the active
-        units it measured and their marginal contributions."""
+        units it measured and their marginal contributions.
+
+        With ``max_evaluations`` the walk stops once the game's evaluation count
+        reaches it; the last chain is then partial and only the units it reached
+        are returned (their marginals come from the larger coalitions early in the
+        chain, a bias confined to that one chain).
+        """
         perm = torch.randperm(self.game.n_units, generator=self.generator)
         idx = self._subset()
         chains = [perm, perm.flip(0)] if self.antithetic else [perm]
-        return [self.chain(p, active, idx) for p in chains]
+        out = []
+        for p in chains:
+            if max_evaluations is not None and self.game.n_evaluations >= max_evaluations:
+                break
+            out.append(self.chain(p, active, idx, max_evaluations))
+        return out
 
     def chain(
-        self, perm: Tensor, active: Tensor, idx: Optional[Tensor] = None
+        self,
+        perm: Tensor,
+        active: Tensor,
+        idx: Optional[Tensor] = None,
+        max_evaluations: Optional[int] = None,
     ) -> Tuple[Tensor, Tensor]:
-        r"""Walk one removal order ``perm``; returns ``(units, marginals)``."""
+        r"""Walk one removal order ``perm`` (until the game's evaluation count
+        reaches ``max_evaluations``, if given); returns ``(units, marginals)``."""
         n = self.game.n_units
         pos = active[perm].nonzero().flatten()  # chain positions of active units
         if pos.numel() == 0:
@@ -80,23 +98,35 @@ class ChainSampler:
         values[0] = self.game.full_value(idx)
         needed = torch.unique(torch.cat([pos, pos + 1]))
         needed = needed[needed > 0]
-        stop = self._walk(needed, rank, values, idx)
+        stop = self._walk(needed, rank, values, idx, max_evaluations)
         if stop is not None:
             values[stop + 1 :] = values[stop]
-        return perm[pos], values[pos] - values[pos + 1]
+        marginals = values[pos] - values[pos + 1]
+        measured = ~marginals.isnan()  # all of them unless the budget ran out
+        return perm[pos[measured]], marginals[measured]
 
     def _walk(
-        self, needed: Tensor, rank: Tensor, values: Tensor, idx: Optional[Tensor]
+        self,
+        needed: Tensor,
+        rank: Tensor,
+        values: Tensor,
+        idx: Optional[Tensor],
+        max_evaluations: Optional[int],
     ) -> Optional[int]:
         r"""Evaluate the states at ``needed`` positions in order, batch by batch;
         returns the truncation position (or None)."""
         thr = self.truncation
         if thr is not None and values[0] <= thr:
             return 0
-        below = 0
-        step = self.game.perturbations_per_eval
-        for a in range(0, needed.numel(), step):
+        below, a = 0, 0
+        while a < needed.numel():
+            step = self.game.perturbations_per_eval
+            if max_evaluations is not None:
+                step = min(step, max_evaluations - self.game.n_evaluations)
+                if step <= 0:
+                    return None
             p = needed[a : a + step]
+            a += step
             keep = rank.unsqueeze(0) >= p.unsqueeze(1)  # present: not yet removed
             values[p] = self.game.value(keep, idx)
             if thr is None:

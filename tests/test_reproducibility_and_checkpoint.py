@@ -1,0 +1,97 @@
+"""Seeds, global RNG state, and checkpoint / resume."""
+
+import pytest
+import torch
+
+from captum_neuron_shapley import accuracy, FilterShapley, ShapleyResult
+
+
+def _run(model, x, y, **kw):
+    fs = FilterShapley(model, [model.conv1, model.conv2])
+    args = dict(target=y, max_permutations=12, seed=0, return_result=True,
+                perturbations_per_eval=3)
+    args.update(kw)
+    return fs.attribute(x, **args)
+
+
+def test_same_seed_same_result_other_seed_differs(tiny, tiny_data):
+    (x, y), _ = tiny_data
+    a, b = _run(tiny, x, y), _run(tiny, x, y)
+    assert torch.equal(a.flat_values, b.flat_values)
+    assert torch.equal(a.counts, b.counts) and a.n_evaluations == b.n_evaluations
+    c = _run(tiny, x, y, seed=1)
+    assert not torch.equal(a.flat_values, c.flat_values)
+
+
+def test_global_rng_untouched(tiny, tiny_data):
+    (x, y), _ = tiny_data
+    state = torch.get_rng_state()
+    _run(tiny, x, y, subset_size=50)
+    _run(tiny, x, y, seed=None)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_resume_continues_exactly(tiny, tiny_data, tmp_path):
+    (x, y), _ = tiny_data
+    full = _run(tiny, x, y, max_permutations=20, subset_size=60)
+    ckpt = tmp_path / "run.pt"
+    first = _run(tiny, x, y, max_permutations=8, subset_size=60, checkpoint=ckpt,
+                 checkpoint_interval=0)
+    assert first.n_permutations == 8 and ckpt.exists()
+    resumed = _run(tiny, x, y, max_permutations=20, subset_size=60, checkpoint=ckpt,
+                   checkpoint_interval=0)
+    assert torch.equal(resumed.flat_values, full.flat_values)
+    assert torch.equal(resumed.counts, full.counts)
+    assert resumed.n_evaluations == full.n_evaluations
+    assert torch.equal(resumed.history, full.history)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_a_crash(tiny, tiny_data, tmp_path):
+    (x, y), _ = tiny_data
+    full = _run(tiny, x, y, max_permutations=15)
+    calls = {"n": 0}
+
+    def flaky(outputs, target):
+        calls["n"] += 1
+        if calls["n"] == 40:  # dies in the middle of a chain
+            raise Interrupt
+        return accuracy(outputs, target)
+
+    ckpt = tmp_path / "crash.pt"
+    with pytest.raises(Interrupt):
+        _run(tiny, x, y, max_permutations=15, metric=flaky, checkpoint=ckpt,
+             checkpoint_interval=0)
+    state = torch.load(ckpt, weights_only=True)  # plain tensors and containers only
+    assert 0 < state["n_permutations"] < 15
+    resumed = _run(tiny, x, y, max_permutations=15, checkpoint=ckpt,
+                   checkpoint_interval=0)
+    assert torch.equal(resumed.flat_values, full.flat_values)
+    assert resumed.n_evaluations == full.n_evaluations
+
+
+def test_checkpoint_from_other_settings_is_refused(tiny, tiny_data, tmp_path):
+    (x, y), _ = tiny_data
+    ckpt = tmp_path / "a.pt"
+    _run(tiny, x, y, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="checkpoint.*different settings"):
+        _run(tiny, x, y, checkpoint=ckpt, seed=7)
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot be read"):
+        _run(tiny, x, y, checkpoint=ckpt)
+
+
+def test_result_save_load_roundtrip(tiny, tiny_data, tmp_path):
+    (x, y), _ = tiny_data
+    res = _run(tiny, x, y, top_k=2)
+    res.save(tmp_path / "r.pt")
+    back = ShapleyResult.load(tmp_path / "r.pt")
+    assert torch.equal(back.flat_values, res.flat_values)
+    for a, b in zip(back.values, res.values):
+        assert torch.equal(a, b)
+    assert back.top_units() == res.top_units()
+    assert repr(back) == repr(res)
+    assert "ShapleyResult(7 units in 2 layer(s)" in repr(res)
