@@ -4,10 +4,10 @@ behaviour, by their Shapley values for a dataset-level metric."""
 from .attr import FilterShapley, NeuronShapley
 from .metrics import (
     Accuracy,
-    accuracy,
     ClassRecall,
     NegativeCrossEntropy,
     SubgroupAccuracy,
+    accuracy,
 )
 from .result import ShapleyResult
 

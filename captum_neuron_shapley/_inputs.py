@@ -2,10 +2,10 @@ r"""Checking and formatting what users pass to ``attribute``."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Sequence, Tuple, Union
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 __all__ = ["format_eval_data", "layer_names", "check_positive_int"]
@@ -27,7 +27,7 @@ def layer_names(forward_func: Callable, layers: Sequence[nn.Module]) -> List[str
                 f"{type(layer).__name__}"
             )
     if not isinstance(forward_func, nn.Module):
-        return [f"{type(l).__name__}_{i}" for i, l in enumerate(layers)]
+        return [f"{type(m).__name__}_{i}" for i, m in enumerate(layers)]
     names = {id(m): n for n, m in forward_func.named_modules()}
     out = []
     for i, layer in enumerate(layers):

@@ -6,9 +6,9 @@ import contextlib
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
-from .game import model_guard, UnitGame
+from .game import UnitGame, model_guard
 from .metrics import accuracy
 from .removal import ablate
 from .result import ShapleyResult
@@ -86,8 +86,13 @@ def metric_after_removal(
         for u in layer_units:
             u.groups, u.baseline = u.groups.to(device), u.baseline.to(device)
         game = UnitGame(
-            model, layer_units, xs, target, metric or accuracy,
-            full_outputs=torch.empty(0), perturbations_per_eval=1,
+            model,
+            layer_units,
+            xs,
+            target,
+            metric or accuracy,
+            full_outputs=torch.empty(0),
+            perturbations_per_eval=1,
             batch_size=batch_size,
         )
         return game.score(game.outputs(keep), None)
@@ -123,6 +128,8 @@ def removal_curve(
             g = torch.Generator().manual_seed(seed)
             order = torch.randperm(result.n_units, generator=g)
         else:
-            raise ValueError(f"`order` must be 'top', 'bottom', 'random' or a Tensor, got {order!r}")
+            raise ValueError(
+                f"`order` must be 'top', 'bottom', 'random' or a Tensor, got {order!r}"
+            )
     sets = [order[:k].tolist() for k in ks]
     return metric_after_removal(model, result, sets, inputs, target, metric, batch_size)

@@ -7,15 +7,15 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.attr import LayerAttribution, PerturbationAttribution
-from torch import nn, Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ._inputs import check_positive_int, format_eval_data, layer_names
 from .bandit import BoundConfig, TopKRule
 from .estimator import Budget, TMABEstimator
-from .game import model_guard, reference_pass, UnitGame
+from .game import UnitGame, model_guard, reference_pass
 from .metrics import accuracy, metric_bounds
-from .removal import filter_groups, LayerUnits, neuron_groups
+from .removal import LayerUnits, filter_groups, neuron_groups
 from .result import LayerLayout, ShapleyResult
 from .sampler import ChainSampler
 
@@ -179,7 +179,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         check_positive_int("batch_size", batch_size)
         check_positive_int("subset_size", subset_size)
         if not (isinstance(epsilon, (int, float)) and epsilon >= 0):
-            raise ValueError(f"`epsilon` must be a non-negative number, got {epsilon!r}")
+            raise ValueError(
+                f"`epsilon` must be a non-negative number, got {epsilon!r}"
+            )
         budget = Budget(max_evaluations, max_permutations, max_time)
         bounds_cfg = BoundConfig(bound, delta, min_samples)
         xs, target = format_eval_data(inputs, target)
@@ -187,8 +189,13 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         generator.manual_seed(int(seed) if seed is not None else _fresh_seed())
         with model_guard(self.forward_func):
             game = self._game(
-                xs, target, metric, layer_baselines, layer_mask,
-                perturbations_per_eval, batch_size,
+                xs,
+                target,
+                metric,
+                layer_baselines,
+                layer_mask,
+                perturbations_per_eval,
+                batch_size,
             )
             if top_k is not None and top_k >= game.n_units:
                 raise ValueError(
@@ -198,8 +205,12 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             v_all, v_none = game.full_value(), game.empty_value()
             threshold = _truncation_threshold(truncation, v_all, v_none)
             sampler = ChainSampler(
-                game, generator, threshold,
-                PAPER_PATIENCE if bound == "paper" else 1, subset_size, antithetic,
+                game,
+                generator,
+                threshold,
+                PAPER_PATIENCE if bound == "paper" else 1,
+                subset_size,
+                antithetic,
             )
             estimator = TMABEstimator(
                 sampler,
@@ -209,11 +220,21 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 _marginal_range(game.metric),
                 checkpoint,
                 checkpoint_interval,
-                _fingerprint(game, seed, threshold, top_k, epsilon, bounds_cfg,
-                             subset_size, antithetic),
+                _fingerprint(
+                    game,
+                    seed,
+                    threshold,
+                    top_k,
+                    epsilon,
+                    bounds_cfg,
+                    subset_size,
+                    antithetic,
+                ),
                 show_progress,
             ).run()
-        result = self._result(estimator, game.units, v_all, v_none, threshold, top_k, bound)
+        result = self._result(
+            estimator, game.units, v_all, v_none, threshold, top_k, bound
+        )
         if return_result:
             return result
         if return_convergence_delta:
@@ -246,8 +267,13 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         check_positive_int("batch_size", batch_size)
         xs, target = format_eval_data(inputs, target)
         return self._game(
-            xs, target, metric, layer_baselines, layer_mask,
-            perturbations_per_eval, batch_size,
+            xs,
+            target,
+            metric,
+            layer_baselines,
+            layer_mask,
+            perturbations_per_eval,
+            batch_size,
         )
 
     # -- helpers -------------------------------------------------------------
@@ -263,7 +289,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
     ) -> UnitGame:
         if metric is None:
             if target is None:
-                raise ValueError("`target` is required by the default metric (accuracy)")
+                raise ValueError(
+                    "`target` is required by the default metric (accuracy)"
+                )
             metric = accuracy
         if not callable(metric):
             raise ValueError(f"`metric` must be callable, got {type(metric).__name__}")
@@ -273,8 +301,14 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             )
         units = self._units(shapes, means, layer_baselines, layer_mask)
         return UnitGame(
-            self.forward_func, units, xs, target, metric, outputs,
-            perturbations_per_eval, batch_size,
+            self.forward_func,
+            units,
+            xs,
+            target,
+            metric,
+            outputs,
+            perturbations_per_eval,
+            batch_size,
         )
 
     def _units(
@@ -290,7 +324,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         if self._grouping == "filter" and any(m is not None for m in masks):
             raise ValueError("`layer_mask` is not supported by FilterShapley")
         units = []
-        for i, (layer, name, shape) in enumerate(zip(self._layers, self._names, shapes)):
+        for i, (layer, name, shape) in enumerate(
+            zip(self._layers, self._names, shapes)
+        ):
             if self._grouping == "filter":
                 groups = filter_groups(shape, name)
                 ids, kind = torch.arange(shape[0]), "filter"
@@ -400,7 +436,8 @@ def _baseline(u: LayerUnits, value: Baseline, mean: Tensor, grouping: str) -> Te
         if value == "mean":
             return u.group_mean(mean).to(torch.float32)
         raise ValueError(
-            f"`layer_baselines` must be 'zero', 'mean', a number or a Tensor, got {value!r}"
+            "`layer_baselines` must be 'zero', 'mean', a number or a Tensor, "
+            f"got {value!r}"
         )
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return torch.tensor(float(value), device=mean.device)
@@ -424,17 +461,23 @@ def _baseline(u: LayerUnits, value: Baseline, mean: Tensor, grouping: str) -> Te
     return b.to(mean.device)
 
 
-def _truncation_threshold(truncation: Any, v_all: float, v_none: float) -> Optional[float]:
+def _truncation_threshold(
+    truncation: Any, v_all: float, v_none: float
+) -> Optional[float]:
     if truncation is None:
         return None
     if isinstance(truncation, str):
         if truncation != "auto":
-            raise ValueError(f"`truncation` must be a number, 'auto' or None, got {truncation!r}")
+            raise ValueError(
+                f"`truncation` must be a number, 'auto' or None, got {truncation!r}"
+            )
         if v_all <= v_none:
             return None  # removing every unit does not hurt: nothing to truncate
         return v_none + AUTO_TRUNCATION_FRACTION * (v_all - v_none)
     if isinstance(truncation, bool) or not isinstance(truncation, (int, float)):
-        raise ValueError(f"`truncation` must be a number, 'auto' or None, got {truncation!r}")
+        raise ValueError(
+            f"`truncation` must be a number, 'auto' or None, got {truncation!r}"
+        )
     if not math.isfinite(truncation):
         raise ValueError(f"`truncation` must be finite, got {truncation}")
     if v_all <= truncation:
@@ -447,8 +490,14 @@ def _truncation_threshold(truncation: Any, v_all: float, v_none: float) -> Optio
 
 
 def _fingerprint(
-    game: UnitGame, seed: Optional[int], threshold: Optional[float], top_k: Optional[int],
-    epsilon: float, bound: BoundConfig, subset_size: Optional[int], antithetic: bool,
+    game: UnitGame,
+    seed: Optional[int],
+    threshold: Optional[float],
+    top_k: Optional[int],
+    epsilon: float,
+    bound: BoundConfig,
+    subset_size: Optional[int],
+    antithetic: bool,
 ) -> dict:
     return {
         "n_units": game.n_units,

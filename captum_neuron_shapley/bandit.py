@@ -14,7 +14,9 @@ from .statistics import RunningStats
 __all__ = ["bernstein_radius", "BoundConfig", "TopKRule"]
 
 
-def bernstein_radius(variance: Tensor, count: Tensor, value_range: float, delta: float) -> Tensor:
+def bernstein_radius(
+    variance: Tensor, count: Tensor, value_range: float, delta: float
+) -> Tensor:
     r"""Empirical Bernstein half-width (Maurer & Pontil 2009, Thm. 4):
 
     .. math::
@@ -25,7 +27,9 @@ def bernstein_radius(variance: Tensor, count: Tensor, value_range: float, delta:
     """
     log_term = math.log(2.0 / delta)
     n = count.clamp_min(2)
-    rad = (2 * variance * log_term / n).sqrt() + 7 * value_range * log_term / (3 * (n - 1))
+    rad = (2 * variance * log_term / n).sqrt() + 7 * value_range * log_term / (
+        3 * (n - 1)
+    )
     return torch.where(count >= 2, rad, torch.inf)
 
 
@@ -63,7 +67,9 @@ class BoundConfig:
         if self.min_samples is None:
             self.min_samples = 20 if self.mode == "normal" else 2
         if self.min_samples < 2:
-            raise ValueError(f"`min_samples` must be at least 2, got {self.min_samples}")
+            raise ValueError(
+                f"`min_samples` must be at least 2, got {self.min_samples}"
+            )
 
     def radius(self, stats: RunningStats, value_range: float) -> Tensor:
         r"""Half-width of each unit's interval (``inf`` below ``min_samples``)."""

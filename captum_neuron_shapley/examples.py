@@ -10,7 +10,7 @@ from typing import List, Optional, Union
 
 import torch
 import torch.nn.functional as F
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 __all__ = ["DigitsSplits", "load_digits_splits", "DigitsCNN", "trained_digits_cnn"]
 
@@ -34,7 +34,9 @@ class DigitsSplits:
     y_test: Tensor
 
 
-def load_digits_splits(n_train: int = 1000, n_val: int = 397, seed: int = 0) -> DigitsSplits:
+def load_digits_splits(
+    n_train: int = 1000, n_val: int = 397, seed: int = 0
+) -> DigitsSplits:
     r"""Load scikit-learn's 1,797 digits as float tensors ``(N, 1, 8, 8)`` in
     ``[0, 1]`` and split them at random (fixed by ``seed``)."""
     from sklearn.datasets import load_digits
@@ -43,7 +45,11 @@ def load_digits_splits(n_train: int = 1000, n_val: int = 397, seed: int = 0) -> 
     x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(data.target, dtype=torch.long)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    tr, va, te = perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
+    tr, va, te = (
+        perm[:n_train],
+        perm[n_train : n_train + n_val],
+        perm[n_train + n_val :],
+    )
     return DigitsSplits(x[tr], y[tr], x[va], y[va], x[te], y[te])
 
 

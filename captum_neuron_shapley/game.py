@@ -9,9 +9,9 @@ import math
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
-from .removal import ablate, LayerUnits
+from .removal import LayerUnits, ablate
 
 __all__ = ["UnitGame", "reference_pass", "model_guard", "subset_target"]
 
@@ -164,7 +164,7 @@ class UnitGame:
 
     # -- metric ---------------------------------------------------------------
     def score(self, outputs: Tensor, idx: Optional[Tensor]) -> Tensor:
-        r"""Metric of outputs of shape ``(M, n, ...)``; returns float64 ``(M,)`` on CPU."""
+        r"""Metric of outputs ``(M, n, ...)``; returns float64 ``(M,)`` on CPU."""
         target = subset_target(self.target, idx, self.n_examples)
         batched = getattr(self.metric, "batched", None)
         if batched is not None:

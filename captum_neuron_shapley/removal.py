@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional, Sequence, Union
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 __all__ = ["LayerUnits", "filter_groups", "neuron_groups", "ablate"]
 

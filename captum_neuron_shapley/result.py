@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
-from .removal import filter_groups, LayerUnits
+from .removal import LayerUnits, filter_groups
 
 __all__ = ["ShapleyResult", "LayerLayout", "atomic_save", "safe_load"]
 
@@ -51,7 +51,9 @@ class LayerLayout:
             filter_groups(shape, self.name) if self.kind == "filter" else self.groups
         )
         base = torch.zeros(()) if self.baseline is None else self.baseline
-        return LayerUnits(layer, self.name, shape, groups, self.unit_ids, self.kind, base)
+        return LayerUnits(
+            layer, self.name, shape, groups, self.unit_ids, self.kind, base
+        )
 
     def format(self, flat: Tensor) -> Tensor:
         return flat[self.groups]
@@ -174,9 +176,20 @@ class ShapleyResult:
         state: Dict[str, Any] = {
             k: getattr(self, k)
             for k in (
-                "flat_values", "flat_stderr", "flat_radius", "counts", "n_evaluations",
-                "n_permutations", "converged", "top_k", "full_value", "empty_value",
-                "truncation", "bound", "history", "single_layer",
+                "flat_values",
+                "flat_stderr",
+                "flat_radius",
+                "counts",
+                "n_evaluations",
+                "n_permutations",
+                "converged",
+                "top_k",
+                "full_value",
+                "empty_value",
+                "truncation",
+                "bound",
+                "history",
+                "single_layer",
             )
         }
         state["layers"] = [

@@ -74,7 +74,10 @@ class ChainSampler:
         chains = [perm, perm.flip(0)] if self.antithetic else [perm]
         out = []
         for p in chains:
-            if max_evaluations is not None and self.game.n_evaluations >= max_evaluations:
+            if (
+                max_evaluations is not None
+                and self.game.n_evaluations >= max_evaluations
+            ):
                 break
             out.append(self.chain(p, active, idx, max_evaluations))
         return out

@@ -58,11 +58,17 @@ class RunningStats:
         return torch.where(self.count > 1, se, torch.inf)
 
     def state_dict(self) -> Dict[str, Tensor]:
-        return {"count": self.count.clone(), "mean": self.mean.clone(), "m2": self.m2.clone()}
+        return {
+            "count": self.count.clone(),
+            "mean": self.mean.clone(),
+            "m2": self.m2.clone(),
+        }
 
     def load_state_dict(self, state: Dict[str, Tensor]) -> None:
         for key in ("count", "mean", "m2"):
             value = state[key].to(torch.float64)
             if value.shape != self.count.shape:
-                raise ValueError(f"statistics for {value.numel()} units, expected {len(self)}")
+                raise ValueError(
+                    f"statistics for {value.numel()} units, expected {len(self)}"
+                )
             setattr(self, key, value.clone())

@@ -5,7 +5,7 @@ from torch import nn
 
 from captum_neuron_shapley import FilterShapley, NegativeCrossEntropy
 
-from .conftest import exact_shapley, TinyCNN, Z_TOL
+from .conftest import Z_TOL, TinyCNN, exact_shapley
 
 
 def test_efficiency_without_truncation(tiny, tiny_data):
@@ -14,15 +14,21 @@ def test_efficiency_without_truncation(tiny, tiny_data):
     # With every unit sampled in every chain and no truncation, each chain's
     # marginals telescope to V(all) - V(none): the gap is zero up to rounding.
     _, delta = fs.attribute(
-        x, target=y, truncation=None, epsilon=0.0, max_permutations=25, seed=0,
+        x,
+        target=y,
+        truncation=None,
+        epsilon=0.0,
+        max_permutations=25,
+        seed=0,
         return_convergence_delta=True,
     )
     assert abs(delta) < 1e-9
     # With truncation each chain's marginals sum to V(all) - V(stop), V(stop)
     # being the first state at or below the threshold: the gap is the mean of
     # V(stop) - V(none) over chains, reported as it is (not forced to zero).
-    res = fs.attribute(x, target=y, truncation=0.9, max_permutations=25, seed=0,
-                       return_result=True)
+    res = fs.attribute(
+        x, target=y, truncation=0.9, max_permutations=25, seed=0, return_result=True
+    )
     gap = res.full_value - res.empty_value - float(res.flat_values.sum())
     assert 0 < gap <= 0.9 - res.empty_value
 
@@ -46,8 +52,16 @@ def test_symmetry(tiny, tiny_data):
     exact = exact_shapley(fs.game(x, target=y, metric=metric, layer_baselines="zero"))
     assert torch.isclose(exact[0], exact[1], atol=1e-6)
     assert exact[0].abs() > 1e-3
-    res = fs.attribute(x, target=y, metric=metric, layer_baselines="zero",
-                       truncation=None, max_permutations=400, seed=4, return_result=True)
+    res = fs.attribute(
+        x,
+        target=y,
+        metric=metric,
+        layer_baselines="zero",
+        truncation=None,
+        max_permutations=400,
+        seed=4,
+        return_result=True,
+    )
     v, se = res.flat_values, res.flat_stderr
     assert (v[0] - v[1]).abs() <= Z_TOL * (se[0] ** 2 + se[1] ** 2).sqrt()
 
@@ -59,23 +73,37 @@ def test_null_unit_gets_zero(tiny, tiny_data):
     with torch.no_grad():
         model.conv2.weight[:, 2] = 0.0  # conv1 filter 2 is never used downstream
     fs = FilterShapley(model.eval(), model.conv1)
-    res = fs.attribute(x, target=y, metric=NegativeCrossEntropy(),
-                       layer_baselines="zero", truncation=None, max_permutations=50,
-                       seed=0, return_result=True)
+    res = fs.attribute(
+        x,
+        target=y,
+        metric=NegativeCrossEntropy(),
+        layer_baselines="zero",
+        truncation=None,
+        max_permutations=50,
+        seed=0,
+        return_result=True,
+    )
     assert res.flat_values[2] == 0.0 and res.flat_stderr[2] == 0.0
     assert res.flat_values.abs().max() > 1e-3  # the others are not all null
 
 
 def test_null_unit_in_a_sequential_net():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6, 2))
+    net = nn.Sequential(
+        nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6, 2)
+    )
     with torch.no_grad():
         net[3].weight.view(2, 3, 6)[:, 1] = 0.0
     x = torch.randn(50, 2, 8)
     y = net(x).argmax(1)
     phi = FilterShapley(net, net[1]).attribute(
-        x, target=y, metric=NegativeCrossEntropy(), layer_baselines="zero",
-        truncation=None, max_permutations=20, seed=0,
+        x,
+        target=y,
+        metric=NegativeCrossEntropy(),
+        layer_baselines="zero",
+        truncation=None,
+        max_permutations=20,
+        seed=0,
     )
     assert phi.shape == (3,)
     assert phi[1] == 0.0 and phi.abs().sum() > 0

@@ -5,7 +5,7 @@ from captum.attr import ShapleyValueSampling
 
 from captum_neuron_shapley import FilterShapley, NegativeCrossEntropy
 
-from .conftest import exact_shapley, Z_TOL
+from .conftest import Z_TOL, exact_shapley
 
 
 def mask_forward(game):
@@ -23,13 +23,26 @@ def test_agrees_with_captum_shapley_value_sampling(tiny, tiny_data):
     metric = NegativeCrossEntropy()
     game = fs.game(x, target=y, metric=metric, perturbations_per_eval=8)
     n_svs = 300
-    svs = ShapleyValueSampling(mask_forward(game)).attribute(
-        torch.ones(1, game.n_units), baselines=0.0, n_samples=n_svs,
+    svs = (
+        ShapleyValueSampling(mask_forward(game))
+        .attribute(
+            torch.ones(1, game.n_units),
+            baselines=0.0,
+            n_samples=n_svs,
+            perturbations_per_eval=8,
+        )[0]
+        .double()
+    )
+    ours = fs.attribute(
+        x,
+        target=y,
+        metric=metric,
+        truncation=None,
+        max_permutations=600,
+        seed=5,
         perturbations_per_eval=8,
-    )[0].double()
-    ours = fs.attribute(x, target=y, metric=metric, truncation=None,
-                        max_permutations=600, seed=5, perturbations_per_eval=8,
-                        return_result=True)
+        return_result=True,
+    )
     se = ours.flat_stderr
     # Both average marginals over uniform random permutations, so Captum's
     # standard error is ours scaled by sqrt(n_ours / n_svs).

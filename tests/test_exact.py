@@ -5,7 +5,7 @@ import torch
 
 from captum_neuron_shapley import FilterShapley, NegativeCrossEntropy, NeuronShapley
 
-from .conftest import exact_shapley, MLP, Z_TOL
+from .conftest import MLP, Z_TOL, exact_shapley
 
 
 def _check(result, exact):
@@ -24,8 +24,14 @@ def test_one_layer_matches_enumeration(tiny, tiny_data, baselines):
     exact = exact_shapley(fs.game(x, target=y, layer_baselines=baselines))
     assert exact.abs().max() > 0.05  # a game with real differences between units
     res = fs.attribute(
-        x, target=y, layer_baselines=baselines, truncation=None,
-        max_permutations=600, perturbations_per_eval=4, seed=1, return_result=True,
+        x,
+        target=y,
+        layer_baselines=baselines,
+        truncation=None,
+        max_permutations=600,
+        perturbations_per_eval=4,
+        seed=1,
+        return_result=True,
     )
     _check(res, exact)
     assert res.values.shape == (4,)
@@ -38,8 +44,14 @@ def test_joint_game_over_two_layers(tiny, tiny_data):
     assert game.n_units == 7
     exact = exact_shapley(game)
     res = fs.attribute(
-        x, target=y, metric=NegativeCrossEntropy(), truncation=None,
-        max_permutations=800, perturbations_per_eval=7, seed=2, return_result=True,
+        x,
+        target=y,
+        metric=NegativeCrossEntropy(),
+        truncation=None,
+        max_permutations=800,
+        perturbations_per_eval=7,
+        seed=2,
+        return_result=True,
     )
     _check(res, exact)
     v1, v2 = res.values
@@ -55,10 +67,38 @@ def test_neuron_shapley_with_layer_mask_matches_enumeration():
     ns = NeuronShapley(model, model.act)
     exact = exact_shapley(ns.game(x, target=y, layer_mask=mask))
     res = ns.attribute(
-        x, target=y, layer_mask=mask, truncation=None, max_permutations=600,
-        seed=3, return_result=True,
+        x,
+        target=y,
+        layer_mask=mask,
+        truncation=None,
+        max_permutations=600,
+        seed=3,
+        return_result=True,
     )
     _check(res, exact)
     phi = res.values
     assert phi.shape == (6,)
     assert phi[0] == phi[1] and phi[4] == phi[5]  # elements share their unit's value
+
+
+def test_antithetic_chains_match_enumeration(tiny, tiny_data):
+    (x, y), _ = tiny_data
+    fs = FilterShapley(tiny, [tiny.conv1, tiny.conv2])
+    metric = NegativeCrossEntropy()
+    exact = exact_shapley(fs.game(x, target=y, metric=metric))
+    res = fs.attribute(
+        x,
+        target=y,
+        metric=metric,
+        truncation=None,
+        antithetic=True,
+        max_permutations=600,
+        perturbations_per_eval=7,
+        seed=6,
+        return_result=True,
+    )
+    # Each chain of a pair is a uniform permutation, so the mean is unbiased; the
+    # pairs are dependent, so the tolerance uses a conservative pair-level error.
+    assert res.n_permutations == 600
+    se_pairs = res.flat_stderr * 2**0.5
+    assert ((res.flat_values - exact).abs() <= Z_TOL * se_pairs + 1e-9).all()

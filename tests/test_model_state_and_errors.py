@@ -128,19 +128,23 @@ def test_filter_shapley_needs_channels(mlp_data):
 
 def test_top_k_too_large(mlp_data):
     model, x, y = mlp_data
-    with pytest.raises(ValueError, match="`top_k` must be smaller than the number of units \\(6\\)"):
+    with pytest.raises(
+        ValueError, match="`top_k` must be smaller than the number of units \\(6\\)"
+    ):
         NeuronShapley(model, model.fc1).attribute(x, target=y, top_k=6)
     with pytest.raises(ValueError, match="`top_k` must be a positive integer"):
         NeuronShapley(model, model.fc1).attribute(x, target=y, top_k=0)
 
 
-@pytest.mark.parametrize("bad", [lambda o, t: float("nan"), lambda o, t: "high",
-                                 lambda o, t: torch.ones(3)])
+@pytest.mark.parametrize(
+    "bad", [lambda o, t: float("nan"), lambda o, t: "high", lambda o, t: torch.ones(3)]
+)
 def test_metric_must_return_finite_scalar(mlp_data, bad):
     model, x, y = mlp_data
     with pytest.raises(ValueError, match="`metric`"):
-        NeuronShapley(model, model.fc1).attribute(x, target=y, metric=bad,
-                                                  max_permutations=2)
+        NeuronShapley(model, model.fc1).attribute(
+            x, target=y, metric=bad, max_permutations=2
+        )
     assert _no_hooks(model)
 
 
@@ -168,9 +172,13 @@ def test_non_positive_budgets(mlp_data, name, value):
 def test_layer_baselines_must_broadcast(mlp_data):
     model, x, y = mlp_data
     ns = NeuronShapley(model, model.fc1)
-    with pytest.raises(ValueError, match="`layer_baselines` of shape \\(4,\\) does not broadcast"):
+    with pytest.raises(
+        ValueError, match="`layer_baselines` of shape \\(4,\\) does not broadcast"
+    ):
         ns.attribute(x, target=y, layer_baselines=torch.zeros(4))
-    with pytest.raises(ValueError, match="`layer_baselines` has 2 entries but there are 1"):
+    with pytest.raises(
+        ValueError, match="`layer_baselines` has 2 entries but there are 1"
+    ):
         ns.attribute(x, target=y, layer_baselines=(0.0, 1.0))
     with pytest.raises(ValueError, match="`layer_baselines` must be"):
         ns.attribute(x, target=y, layer_baselines="median")
@@ -213,7 +221,9 @@ def test_other_bad_arguments(mlp_data):
         ns.attribute(x, target=y, layer_mask=torch.zeros(4, dtype=torch.long))
     net = nn.Sequential(nn.Conv1d(1, 2, 1), nn.Flatten())
     xc = torch.randn(6, 1, 3)
-    with pytest.raises(ValueError, match="`layer_mask` is not supported by FilterShapley"):
+    with pytest.raises(
+        ValueError, match="`layer_mask` is not supported by FilterShapley"
+    ):
         FilterShapley(net, net[0]).attribute(
             xc, target=torch.zeros(6).long(), layer_mask=torch.zeros(2, 1).long()
         )

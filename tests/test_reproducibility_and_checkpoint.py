@@ -3,13 +3,18 @@
 import pytest
 import torch
 
-from captum_neuron_shapley import accuracy, FilterShapley, ShapleyResult
+from captum_neuron_shapley import FilterShapley, ShapleyResult, accuracy
 
 
 def _run(model, x, y, **kw):
     fs = FilterShapley(model, [model.conv1, model.conv2])
-    args = dict(target=y, max_permutations=12, seed=0, return_result=True,
-                perturbations_per_eval=3)
+    args = dict(
+        target=y,
+        max_permutations=12,
+        seed=0,
+        return_result=True,
+        perturbations_per_eval=3,
+    )
     args.update(kw)
     return fs.attribute(x, **args)
 
@@ -35,11 +40,25 @@ def test_resume_continues_exactly(tiny, tiny_data, tmp_path):
     (x, y), _ = tiny_data
     full = _run(tiny, x, y, max_permutations=20, subset_size=60)
     ckpt = tmp_path / "run.pt"
-    first = _run(tiny, x, y, max_permutations=8, subset_size=60, checkpoint=ckpt,
-                 checkpoint_interval=0)
+    first = _run(
+        tiny,
+        x,
+        y,
+        max_permutations=8,
+        subset_size=60,
+        checkpoint=ckpt,
+        checkpoint_interval=0,
+    )
     assert first.n_permutations == 8 and ckpt.exists()
-    resumed = _run(tiny, x, y, max_permutations=20, subset_size=60, checkpoint=ckpt,
-                   checkpoint_interval=0)
+    resumed = _run(
+        tiny,
+        x,
+        y,
+        max_permutations=20,
+        subset_size=60,
+        checkpoint=ckpt,
+        checkpoint_interval=0,
+    )
     assert torch.equal(resumed.flat_values, full.flat_values)
     assert torch.equal(resumed.counts, full.counts)
     assert resumed.n_evaluations == full.n_evaluations
@@ -63,12 +82,20 @@ def test_resume_after_a_crash(tiny, tiny_data, tmp_path):
 
     ckpt = tmp_path / "crash.pt"
     with pytest.raises(Interrupt):
-        _run(tiny, x, y, max_permutations=15, metric=flaky, checkpoint=ckpt,
-             checkpoint_interval=0)
+        _run(
+            tiny,
+            x,
+            y,
+            max_permutations=15,
+            metric=flaky,
+            checkpoint=ckpt,
+            checkpoint_interval=0,
+        )
     state = torch.load(ckpt, weights_only=True)  # plain tensors and containers only
     assert 0 < state["n_permutations"] < 15
-    resumed = _run(tiny, x, y, max_permutations=15, checkpoint=ckpt,
-                   checkpoint_interval=0)
+    resumed = _run(
+        tiny, x, y, max_permutations=15, checkpoint=ckpt, checkpoint_interval=0
+    )
     assert torch.equal(resumed.flat_values, full.flat_values)
     assert resumed.n_evaluations == full.n_evaluations
 

@@ -1,6 +1,5 @@
 """Top-k recovery on a game with closed-form values; scale smoke tests."""
 
-import pytest
 import torch
 from torch import nn
 
@@ -35,9 +34,18 @@ def test_top_k_recovered_with_closed_form_values():
     true_top = set(torch.topk(phi, 3).indices.tolist())
     ns = NeuronShapley(model, model.lin)
     # Random subsets of 40 examples make each chain's marginals noisy.
-    res = ns.attribute(x, metric=mean_output, top_k=3, epsilon=0.0, truncation=None,
-                       subset_size=40, bound="normal", seed=0, return_result=True,
-                       max_permutations=5000)
+    res = ns.attribute(
+        x,
+        metric=mean_output,
+        top_k=3,
+        epsilon=0.0,
+        truncation=None,
+        subset_size=40,
+        bound="normal",
+        seed=0,
+        return_result=True,
+        max_permutations=5000,
+    )
     assert res.converged
     assert {i for _, i, _ in res.top_units(3)} == true_top
     # The bandit spends its samples at the boundary: the clear losers stop early.
@@ -48,8 +56,11 @@ def test_top_k_recovered_with_closed_form_values():
 
 
 def _all_convs(model, skip=()):
-    return [m for n, m in model.named_modules()
-            if isinstance(m, nn.Conv2d) and not any(n.startswith(s) for s in skip)]
+    return [
+        m
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and not any(n.startswith(s) for s in skip)
+    ]
 
 
 def test_resnet18_all_4800_filters():
@@ -60,8 +71,13 @@ def test_resnet18_all_4800_filters():
     convs = _all_convs(model)
     x = torch.randn(2, 3, 64, 64)
     res = FilterShapley(model, convs).attribute(
-        x, target=torch.tensor([0, 1]), max_evaluations=6, perturbations_per_eval=3,
-        truncation=None, seed=0, return_result=True,
+        x,
+        target=torch.tensor([0, 1]),
+        max_evaluations=6,
+        perturbations_per_eval=3,
+        truncation=None,
+        seed=0,
+        return_result=True,
     )
     assert res.n_units == 4800 and len(res.values) == len(convs) == 20
     assert res.n_evaluations == 6  # the budget holds inside a chain too
@@ -76,10 +92,38 @@ def test_inception_v3_all_17216_filters():
     convs = _all_convs(model, skip=("AuxLogits",))
     x = torch.randn(2, 3, 80, 80)
     res = FilterShapley(model, convs).attribute(
-        x, target=torch.tensor([0, 1]), max_evaluations=3, perturbations_per_eval=2,
-        truncation=None, seed=0, return_result=True,
+        x,
+        target=torch.tensor([0, 1]),
+        max_evaluations=3,
+        perturbations_per_eval=2,
+        truncation=None,
+        seed=0,
+        return_result=True,
     )
     assert res.n_units == 17216  # the paper's count
     # one evaluation for V(none), two chain states: the first two units measured
     assert res.n_evaluations == 3 and int(res.counts.sum()) == 2
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_every_bound_mode_finds_the_top_units():
+    g = torch.Generator().manual_seed(1)
+    x = 1.0 + torch.randn(300, 1, generator=g)
+    w = torch.tensor([[0.1], [0.9], [0.2], [0.05], [1.0], [0.15]])
+    model = SumHead(w).eval()
+    ns = NeuronShapley(model, model.lin)
+    for bound in ("strict", "paper", "normal"):
+        res = ns.attribute(
+            x,
+            metric=mean_output,
+            top_k=2,
+            epsilon=0.02,
+            truncation=None,
+            subset_size=30,
+            bound=bound,
+            seed=0,
+            return_result=True,
+            max_permutations=3000,
+        )
+        assert res.converged, bound
+        assert {i for _, i, _ in res.top_units(2)} == {1, 4}, bound

@@ -1,0 +1,1 @@
+r"""Comparisons, benchmarks and the main report (``python -m comparisons``)."""
