@@ -15,6 +15,7 @@ from .bandit import BoundConfig, TopKRule
 from .estimator import Budget, TMABEstimator
 from .game import UnitGame, model_guard, reference_pass
 from .metrics import accuracy, metric_bounds
+from .prefix import trace_prefix
 from .removal import LayerUnits, filter_groups, neuron_groups
 from .result import LayerLayout, ShapleyResult
 from .sampler import ChainSampler
@@ -87,6 +88,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         antithetic: bool = False,
         perturbations_per_eval: int = 1,
         batch_size: Optional[int] = None,
+        cache_activations: bool = True,
         seed: Optional[int] = None,
         checkpoint: Optional[str] = None,
         checkpoint_interval: float = 60.0,
@@ -146,6 +148,10 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             perturbations_per_eval (int): Coalitions evaluated in one forward pass
                 (the batch is ``perturbations_per_eval`` copies of the examples).
             batch_size (int, optional): Examples per forward pass (all if None).
+            cache_activations (bool): Compute the part of the model that runs
+                before the first ablated layer once and replay it for every
+                coalition (see :mod:`captum_neuron_shapley.prefix`). Costs the
+                memory of those activations for all ``inputs``. Default: True.
             seed (int, optional): Seed of a private generator; the same seed gives
                 the same result, and the global RNG state is never touched.
             checkpoint (str, optional): File to save the estimator's state to
@@ -196,6 +202,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 layer_mask,
                 perturbations_per_eval,
                 batch_size,
+                cache_activations,
             )
             if top_k is not None and top_k >= game.n_units:
                 raise ValueError(
@@ -250,6 +257,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         layer_mask: Union[None, Tensor, Tuple[Optional[Tensor], ...]] = None,
         perturbations_per_eval: int = 1,
         batch_size: Optional[int] = None,
+        cache_activations: bool = True,
     ) -> UnitGame:
         r"""The :class:`UnitGame` that :meth:`attribute` estimates, for exact
         enumeration, other estimators (such as Captum's ``ShapleyValueSampling``
@@ -274,6 +282,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             layer_mask,
             perturbations_per_eval,
             batch_size,
+            cache_activations,
         )
 
     # -- helpers -------------------------------------------------------------
@@ -286,6 +295,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         layer_mask: Any,
         perturbations_per_eval: int,
         batch_size: Optional[int],
+        cache_activations: bool,
     ) -> UnitGame:
         if metric is None:
             if target is None:
@@ -296,8 +306,13 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         if not callable(metric):
             raise ValueError(f"`metric` must be callable, got {type(metric).__name__}")
         with model_guard(self.forward_func):
-            outputs, shapes, means = reference_pass(
-                self.forward_func, self._layers, self._names, xs, batch_size
+            skip: List[nn.Module] = []
+            if cache_activations and isinstance(self.forward_func, nn.Module):
+                skip = trace_prefix(
+                    self.forward_func, self._layers, [x[:1] for x in xs]
+                )
+            outputs, shapes, means, cached = reference_pass(
+                self.forward_func, self._layers, self._names, xs, batch_size, skip
             )
         units = self._units(shapes, means, layer_baselines, layer_mask)
         return UnitGame(
@@ -309,6 +324,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             outputs,
             perturbations_per_eval,
             batch_size,
+            (skip, cached),
         )
 
     def _units(

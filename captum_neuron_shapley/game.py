@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from torch import Tensor, nn
 
+from .prefix import capture_hooks, repeat_for, replay
 from .removal import LayerUnits, ablate
 
 __all__ = ["UnitGame", "reference_pass", "model_guard", "subset_target"]
@@ -65,11 +66,13 @@ def reference_pass(
     names: Sequence[str],
     inputs: Tuple[Tensor, ...],
     batch_size: Optional[int] = None,
-) -> Tuple[Tensor, List[torch.Size], List[Tensor]]:
+    capture: Sequence[nn.Module] = (),
+) -> Tuple[Tensor, List[torch.Size], List[Tensor], List[Tensor]]:
     r"""One pass of the intact model over the evaluation inputs.
 
-    Returns the model outputs, each layer's output shape (without batch) and each
-    layer's output averaged over the examples (float64, same shape).
+    Returns the model outputs, each layer's output shape (without batch), each
+    layer's output averaged over the examples (float64, same shape), and the
+    outputs of the ``capture`` modules for all examples.
     """
     sums: List[Optional[Tensor]] = [None] * len(layers)
     shapes: List[Optional[torch.Size]] = [None] * len(layers)
@@ -98,7 +101,12 @@ def reference_pass(
         return hook
 
     outs = []
+    captured: List[List[Tensor]] = [[] for _ in capture]
     handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(layers)]
+    handles += [
+        m.register_forward_hook(h)
+        for m, h in zip(capture, capture_hooks(capture, captured))
+    ]
     try:
         for sl in _batches(inputs[0].shape[0], batch_size):
             outs.append(_forward(model, [x[sl] for x in inputs]))
@@ -111,7 +119,8 @@ def reference_pass(
                 f"`layer` {names[i]!r} was not called in the model's forward pass"
             )
     n = inputs[0].shape[0]
-    return torch.cat(outs), shapes, [s / n for s in sums]  # type: ignore[misc]
+    prefix = [torch.cat(c) for c in captured]
+    return torch.cat(outs), shapes, [s / n for s in sums], prefix  # type: ignore
 
 
 class UnitGame:
@@ -128,6 +137,9 @@ class UnitGame:
         full_outputs (Tensor): The intact model's outputs on ``inputs``.
         perturbations_per_eval (int): Coalitions evaluated in one forward pass.
         batch_size (int, optional): Examples per forward pass (times coalitions).
+        prefix (tuple, optional): Modules that run before every ablated layer and
+            their outputs on all ``inputs`` (see :mod:`.prefix`): replayed instead
+            of recomputed.
 
     Attributes:
         n_evaluations (int): Coalitions evaluated by running the model.
@@ -144,8 +156,10 @@ class UnitGame:
         full_outputs: Tensor,
         perturbations_per_eval: int = 1,
         batch_size: Optional[int] = None,
+        prefix: Tuple[Sequence[nn.Module], Sequence[Tensor]] = ((), ()),
     ) -> None:
         self.model = model
+        self.prefix_modules, self.prefix_outputs = list(prefix[0]), list(prefix[1])
         self.units = list(units)
         self.inputs = inputs
         self.target = target
@@ -187,12 +201,17 @@ class UnitGame:
         r"""Model outputs ``(M, n, ...)`` for ``M`` coalitions given as a boolean
         ``(M, n_units)`` mask of present units, on examples ``idx`` (all if None).
         The model runs in eval mode without gradients; its flags are restored."""
-        inputs = self.inputs if idx is None else tuple(x[idx] for x in self.inputs)
+
+        def pick(xs: Sequence[Tensor]) -> List[Tensor]:
+            return list(xs) if idx is None else [x[idx.to(x.device)] for x in xs]
+
         keep = keep.to(self.device)
         with model_guard(self.model):
-            return self._outputs(keep, inputs)
+            return self._outputs(keep, pick(self.inputs), pick(self.prefix_outputs))
 
-    def _outputs(self, keep: Tensor, inputs: Tuple[Tensor, ...]) -> Tensor:
+    def _outputs(
+        self, keep: Tensor, inputs: List[Tensor], cached: List[Tensor]
+    ) -> Tensor:
         n = inputs[0].shape[0]
         chunks = []
         for a in range(0, keep.shape[0], self.perturbations_per_eval):
@@ -201,8 +220,9 @@ class UnitGame:
             per_layer = self.split(k)
             cols = []
             for sl in _batches(n, self.batch_size):
-                rep = [_repeat(x[sl], m) for x in inputs]
-                with ablate(self.units, per_layer):
+                rep = [repeat_for(x[sl], m) for x in inputs]
+                fixed = [repeat_for(c[sl], m) for c in cached]
+                with replay(self.prefix_modules, fixed), ablate(self.units, per_layer):
                     out = _forward(self.model, rep)
                 self.n_forward += 1
                 cols.append(out.reshape(m, -1, *out.shape[1:]))
@@ -242,10 +262,6 @@ class UnitGame:
 
     def state(self) -> Dict[str, int]:
         return {"n_evaluations": self.n_evaluations, "n_forward": self.n_forward}
-
-
-def _repeat(x: Tensor, m: int) -> Tensor:
-    return x.unsqueeze(0).expand(m, *x.shape).reshape(m * x.shape[0], *x.shape[1:])
 
 
 def _as_float(v: Any) -> float:
