@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from ._inputs import check_positive_int, format_eval_data, layer_names
 from .bandit import BoundConfig, TopKRule
+from .distributed import Collective, rank_seed
 from .estimator import Budget, TMABEstimator
 from .game import UnitGame, model_guard, reference_pass
 from .metrics import accuracy, metric_bounds
@@ -192,7 +193,8 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         bounds_cfg = BoundConfig(bound, delta, min_samples)
         xs, target = format_eval_data(inputs, target)
         generator = torch.Generator()
-        generator.manual_seed(int(seed) if seed is not None else _fresh_seed())
+        base_seed = int(seed) if seed is not None else _fresh_seed()
+        generator.manual_seed(rank_seed(base_seed, Collective().rank))
         with model_guard(self.forward_func):
             game = self._game(
                 xs,
@@ -383,7 +385,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             flat_stderr=est.stats.stderr,
             flat_radius=est.radius(),
             counts=est.stats.count.to(torch.long),
-            n_evaluations=est.game.n_evaluations,
+            n_evaluations=est.n_evaluations,
             n_permutations=est.n_permutations,
             converged=est.converged,
             top_k=top_k,
@@ -528,4 +530,5 @@ def _fingerprint(
         "subset_size": subset_size,
         "antithetic": antithetic,
         "perturbations_per_eval": game.perturbations_per_eval,
+        "world_size": Collective().world,
     }

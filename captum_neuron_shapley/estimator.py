@@ -13,6 +13,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .bandit import BoundConfig, TopKRule
+from .distributed import Collective
 from .result import atomic_save, safe_load
 from .sampler import ChainSampler
 from .statistics import RunningStats
@@ -56,7 +57,11 @@ class TMABEstimator:
         checkpoint_interval (float): Seconds between checkpoint saves (always saved
             at the end).
         fingerprint (dict): Settings a checkpoint must match to be resumed.
-        show_progress (bool): Show a progress bar.
+        show_progress (bool): Show a progress bar (on rank 0).
+
+    With ``torch.distributed`` initialised, every rank runs this loop on its own
+    chains; see :mod:`captum_neuron_shapley.distributed`. Budgets and counts are
+    those of the whole run.
     """
 
     def __init__(
@@ -87,6 +92,9 @@ class TMABEstimator:
         self.observed = torch.tensor([0.0, 0.0], dtype=torch.float64)  # min, max
         self.history: List[List[float]] = []
         self.converged = False
+        self.group = Collective()
+        # whole-run count (all ranks); starts with what the game used to set up
+        self.n_evaluations = int(self.group.sum([self.game.n_evaluations])[0])
 
     # -- bounds ----------------------------------------------------------------
     def radius(self) -> Tensor:
@@ -103,7 +111,7 @@ class TMABEstimator:
         bar = tqdm(
             total=self.budget.max_permutations,
             initial=self.n_permutations,
-            disable=not self.show_progress,
+            disable=not self.show_progress or self.group.rank != 0,
             desc="Neuron Shapley",
             unit="chain",
         )
@@ -112,44 +120,60 @@ class TMABEstimator:
                 active = self.rule.active(self.stats.mean, self.radius())
                 n_active = int(active.sum())
                 self.converged = n_active == 0
-                self.elapsed = time.monotonic() - start
+                self.elapsed = self.group.max([time.monotonic() - start])[0]
                 if self.converged or self.budget.exhausted(
-                    self.game.n_evaluations, self.n_permutations, self.elapsed
+                    self.n_evaluations, self.n_permutations, self.elapsed
                 ):
                     break
-                self.history.append(
-                    [self.n_permutations, self.game.n_evaluations, n_active]
-                )
-                chains = self.sampler.sample(active, self.budget.max_evaluations)
-                for units, marginals in chains:
-                    self.stats.update(units, marginals)
-                    if marginals.numel():
-                        self.observed[0] = min(self.observed[0], marginals.min())
-                        self.observed[1] = max(self.observed[1], marginals.max())
-                    self.n_permutations += 1
-                    bar.update(1)
-                bar.set_postfix(active=n_active, evals=self.game.n_evaluations)
+                self.history.append([self.n_permutations, self.n_evaluations, n_active])
+                self._round(active)
+                bar.n = self.n_permutations
+                bar.set_postfix(active=n_active, evals=self.n_evaluations)
                 if self.checkpoint is not None and (
                     time.monotonic() - last_save >= self.checkpoint_interval
                 ):
-                    self.elapsed = time.monotonic() - start
                     self.save(self.checkpoint)
                     last_save = time.monotonic()
         finally:
             bar.close()
-        self.elapsed = time.monotonic() - start
         if self.checkpoint is not None:
             self.save(self.checkpoint)
         return self
+
+    def _round(self, active: Tensor) -> None:
+        r"""Every rank draws a chain (a pair if antithetic) within the budget left;
+        the statistics and counts of all ranks are merged."""
+        g = self.group
+        perms_left = _left(self.budget.max_permutations, self.n_permutations)
+        evals_left = _left(self.budget.max_evaluations, self.n_evaluations)
+        if evals_left is not None:  # this rank's share of the evaluations left
+            evals_left = evals_left // g.world + (g.rank < evals_left % g.world)
+        delta = RunningStats(self.game.n_units)
+        before, n_chains = self.game.n_evaluations, 0
+        low, high = float(self.observed[0]), float(self.observed[1])
+        if perms_left is None or g.rank < perms_left:
+            limit = None if evals_left is None else before + evals_left
+            for units, marginals in self.sampler.sample(active, limit):
+                delta.update(units, marginals)
+                n_chains += 1
+                if marginals.numel():
+                    low = min(low, float(marginals.min()))
+                    high = max(high, float(marginals.max()))
+        g.merge(self.stats, delta)
+        d_eval, d_perm = g.sum([self.game.n_evaluations - before, n_chains])
+        self.n_evaluations += int(d_eval)
+        self.n_permutations += int(d_perm)
+        neg_low, high = g.max([-low, high])
+        self.observed = torch.tensor([-neg_low, high], dtype=torch.float64)
 
     # -- checkpoint ----------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
         return {
             "fingerprint": dict(self.fingerprint),
             "stats": self.stats.state_dict(),
-            "generator": self.sampler.generator.get_state(),
+            "generators": self.group.gather_states(self.sampler.generator.get_state()),
             "n_permutations": self.n_permutations,
-            "game": self.game.state(),
+            "n_evaluations": self.n_evaluations,
             "elapsed": self.elapsed,
             "observed": self.observed.clone(),
             "history": self.history_tensor(),
@@ -160,7 +184,11 @@ class TMABEstimator:
         return torch.tensor(self.history, dtype=torch.float64).reshape(-1, 3)
 
     def save(self, path: str) -> None:
-        atomic_save(self.state_dict(), path)
+        r"""Rank 0 writes (atomically); every rank takes part in gathering."""
+        state = self.state_dict()
+        if self.group.rank == 0:
+            atomic_save(state, path)
+        self.group.barrier()
 
     def load(self, path: str) -> None:
         try:
@@ -174,10 +202,13 @@ class TMABEstimator:
                 "pass another path"
             )
         self.stats.load_state_dict(state["stats"])
-        self.sampler.generator.set_state(state["generator"])
+        self.sampler.generator.set_state(state["generators"][self.group.rank])
         self.n_permutations = int(state["n_permutations"])
-        self.game.n_evaluations = int(state["game"]["n_evaluations"])
-        self.game.n_forward = int(state["game"]["n_forward"])
+        self.n_evaluations = int(state["n_evaluations"])
         self.elapsed = float(state["elapsed"])
         self.observed = state["observed"].to(torch.float64)
         self.history = state["history"].tolist()
+
+
+def _left(limit: Optional[int], used: int) -> Optional[int]:
+    return None if limit is None else max(limit - used, 0)

@@ -16,7 +16,7 @@ import contextlib
 from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 
 __all__ = ["trace_prefix", "replay"]
 

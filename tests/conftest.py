@@ -67,10 +67,8 @@ def tiny_data():
     return _blobs(200, gen), _blobs(120, gen)
 
 
-@pytest.fixture(scope="session")
-def trained_tiny(tiny_data):
-    """TinyCNN trained to high accuracy (a few hundred steps, deterministic)."""
-    (x, y), _ = tiny_data
+def train_tiny(x, y):
+    """TinyCNN trained to high accuracy (150 full-batch steps, deterministic)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = TinyCNN()
@@ -80,6 +78,12 @@ def trained_tiny(tiny_data):
             nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tiny_data):
+    (x, y), _ = tiny_data
+    return train_tiny(x, y)
 
 
 @pytest.fixture
