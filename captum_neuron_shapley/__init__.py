@@ -23,3 +23,8 @@ __all__ = [
     "NegativeCrossEntropy",
     "SubgroupAccuracy",
 ]
+
+from .ablation import ablated, removal_curves  # noqa: E402
+from .repair import export_repaired  # noqa: E402
+
+__all__ += ["ablated", "removal_curves", "export_repaired"]
