@@ -120,8 +120,8 @@ def class_specific_units(
     Estimates values for overall accuracy (unless ``accuracy_result`` is given) and
     for ``ClassRecall(cls)``; excludes the ``exclude_fraction`` of units most
     important for accuracy, and removes the ``n_remove`` remaining units with the
-    highest recall value. The report shows the class's recall and the accuracy on
-    the other classes before and after, on the held-out split.
+    highest (positive) recall value. The report shows the class's recall and the
+    accuracy on the other classes before and after, on the held-out split.
 
     Args:
         model (nn.Module): The model.
@@ -161,8 +161,10 @@ def class_specific_units(
         raise ValueError("`accuracy_result` was computed for other layers")
     n_excl = int(round(exclude_fraction * acc.n_units))
     excluded = set(torch.argsort(acc.flat_values, descending=True)[:n_excl].tolist())
-    order = [i for i in torch.argsort(rec.flat_values, descending=True).tolist()]
-    removed = [i for i in order if i not in excluded][:n_remove]
+    order = torch.argsort(rec.flat_values, descending=True).tolist()
+    removed = [i for i in order if i not in excluded and float(rec.flat_values[i]) > 0][
+        :n_remove
+    ]
     other = test_labels != cls
     before, after = _before_after(
         model,
