@@ -94,6 +94,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         checkpoint: Optional[str] = None,
         checkpoint_interval: float = 60.0,
         show_progress: bool = False,
+        callback: Optional[Callable[[TMABEstimator], Optional[bool]]] = None,
         return_convergence_delta: bool = False,
         return_result: bool = False,
     ) -> Any:
@@ -160,6 +161,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 and to resume from if it exists.
             checkpoint_interval (float): Seconds between checkpoint saves.
             show_progress (bool): Show a progress bar over permutation chains.
+            callback (Callable, optional): Called after every round with the
+                :class:`~captum_neuron_shapley.estimator.TMABEstimator` (its
+                ``stats.mean``, ``n_evaluations``...); returning True stops the run.
             return_convergence_delta (bool): Also return
                 ``V(all) - V(none) - sum(values)``.
             return_result (bool): Return a :class:`ShapleyResult` instead of tensors.
@@ -240,6 +244,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                     antithetic,
                 ),
                 show_progress,
+                callback,
             ).run()
         result = self._result(
             estimator, game.units, v_all, v_none, threshold, top_k, bound

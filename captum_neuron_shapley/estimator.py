@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -58,6 +58,9 @@ class TMABEstimator:
             at the end).
         fingerprint (dict): Settings a checkpoint must match to be resumed.
         show_progress (bool): Show a progress bar (on rank 0).
+        callback (Callable, optional): Called with the estimator after every round
+            (``stats``, ``n_evaluations``, ``n_permutations`` are current); a
+            true return value stops the run (``converged`` stays False).
 
     With ``torch.distributed`` initialised, every rank runs this loop on its own
     chains; see :mod:`captum_neuron_shapley.distributed`. Budgets and counts are
@@ -75,6 +78,7 @@ class TMABEstimator:
         checkpoint_interval: float = 60.0,
         fingerprint: Optional[Dict[str, Any]] = None,
         show_progress: bool = False,
+        callback: Optional[Callable[["TMABEstimator"], Optional[bool]]] = None,
     ) -> None:
         self.sampler = sampler
         self.game = sampler.game
@@ -86,6 +90,7 @@ class TMABEstimator:
         self.checkpoint_interval = checkpoint_interval
         self.fingerprint = fingerprint or {}
         self.show_progress = show_progress
+        self.callback = callback
         self.stats = RunningStats(self.game.n_units)
         self.n_permutations = 0
         self.elapsed = 0.0
@@ -127,6 +132,8 @@ class TMABEstimator:
                     break
                 self.history.append([self.n_permutations, self.n_evaluations, n_active])
                 self._round(active)
+                if self.callback is not None and self.callback(self):
+                    break
                 bar.n = self.n_permutations
                 bar.set_postfix(active=n_active, evals=self.n_evaluations)
                 if self.checkpoint is not None and (
