@@ -1,148 +1,148 @@
-r"""The main job on the embedded default: rank every conv filter of the digits CNN
-by its Shapley value for validation accuracy, then check the ranking on the
-held-out test split (remove the top 10 vs 10 random filters), and compare the
-cost of the top-10 bandit with estimating every unit as well.
+r"""Neuron Shapley against neuron conductance, distributional influence and
+simpler baselines on the same layers, judged by removal on held-out data.
+
+On the embedded default (the digits CNN, 160 conv filters) it ranks every filter
+by each method for three questions (overall accuracy; one class's recall with the
+globally most important units excluded; class A versus class B), removes each
+method's top-k and bottom-k filters on the test split, and writes report.md,
+results.json and PNG figures to --out.
 
     python -m comparisons [--quick] [--out DIR] [--seeds N]
+    python -m comparisons --arch resnet18 --weights model.pt --data images/ \
+        --layers layer4.0.conv1,layer4.1.conv2 --device cuda
+
+Nothing is downloaded: --arch builds a torchvision architecture with random
+weights and loads --weights into it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
+import shlex
 import sys
-import time
 from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
 
-from captum_neuron_shapley import FilterShapley
-from captum_neuron_shapley.ablation import metric_after_removal
-from captum_neuron_shapley.examples import load_digits_splits, trained_digits_cnn
+from .report import Options, run_report
+from .setup import SetupError, check_classes, digits_setup, user_setup
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m comparisons",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--quick", action="store_true", help="fewer seeds, smaller budgets")
+    p.add_argument(
+        "--quick", action="store_true", help="one seed, small budgets (< 2 min)"
+    )
     p.add_argument("--out", default="comparisons_out", help="output folder")
     p.add_argument("--seeds", type=int, default=None, help="Shapley seeds (default 3)")
-    p.add_argument("--top-k", type=int, default=10)
-    args = p.parse_args(argv)
-    n_seeds = args.seeds or (1 if args.quick else 3)
+    p.add_argument("--top-k", type=int, default=10, help="k of the headline (10)")
+    p.add_argument("--arch", help="torchvision architecture name (own model)")
+    p.add_argument("--weights", help="state dict file for --arch")
+    p.add_argument("--data", help="ImageFolder directory (own data)")
+    p.add_argument(
+        "--layers",
+        default="all-conv",
+        help="comma-separated layer names, or 'all-conv' (default)",
+    )
+    p.add_argument(
+        "--metric",
+        default="accuracy",
+        choices=["accuracy", "cross-entropy"],
+        help="overall metric (default accuracy)",
+    )
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: the digits CNN is small, and more "
+        "threads on a shared machine oversubscribe the cores)",
+    )
+    p.add_argument("--image-size", type=int, default=224, help="for --data")
+    p.add_argument(
+        "--max-images", type=int, default=1000, help="images read from --data"
+    )
+    p.add_argument(
+        "--recall-class",
+        type=int,
+        default=None,
+        help="class of the recall question (3 on digits, else 0)",
+    )
+    p.add_argument(
+        "--pair",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("A", "B"),
+        help="classes of the comparative question (3 8 on digits, else 0 1)",
+    )
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        torch.device(args.device)
+    except RuntimeError as e:
+        print(f"error: --device {args.device!r}: {e}", file=sys.stderr)
+        return 2
+    try:
+        if args.arch is None:
+            if args.weights or args.data:
+                raise SetupError("--weights and --data need --arch")
+            setup = digits_setup(args.layers, args.device)
+            recall, pair = 3, (3, 8)
+        else:
+            setup = user_setup(
+                args.arch,
+                args.weights,
+                args.data,
+                args.layers,
+                args.device,
+                args.image_size,
+                args.max_images,
+            )
+            recall, pair = 0, (0, 1)
+        recall = recall if args.recall_class is None else args.recall_class
+        pair = pair if args.pair is None else tuple(args.pair)
+        if len(setup.classes) < 2 or pair[0] == pair[1]:
+            raise SetupError("the comparative question needs two different classes")
+        check_classes(setup, [recall, *pair])
+    except SetupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    opts = Options(
+        out=Path(args.out),
+        quick=args.quick,
+        seeds=args.seeds or (1 if args.quick else 3),
+        top_k=args.top_k,
+        metric=args.metric,
+        recall_class=recall,
+        pair=pair,  # type: ignore[arg-type]
+        random_seeds=5 if args.quick else 10,
+        n_steps=10 if args.quick else 20,
+        command=" ".join(["python -m comparisons", *map(shlex.quote, argv)]),
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        summary = run_report(setup, opts)
+    finally:
+        torch.set_num_threads(threads)
+    print()
+    print(summary["headline"])
+    print()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-
-    t0 = time.perf_counter()
-    data = load_digits_splits()
-    model = trained_digits_cnn()
-    fs = FilterShapley(model, model.conv_layers)
-    k = args.top_k
-    common = dict(
-        target=data.y_val,
-        perturbations_per_eval=8,
-        bound="normal",
-        show_progress=sys.stderr.isatty(),
-        return_result=True,
-    )
-    if args.quick:
-        common.update(subset_size=128, max_evaluations=1500)
-
-    runs, top_acc = [], []
-    for seed in range(n_seeds):
-        t = time.perf_counter()
-        res = fs.attribute(data.x_val, top_k=k, seed=seed, **common)
-        wall = time.perf_counter() - t
-        top = torch.argsort(res.flat_values, descending=True)[:k].tolist()
-        acc = metric_after_removal(model, res, [[], top], data.x_test, data.y_test)
-        top_acc.append(float(acc[1]))
-        runs.append(
-            {
-                "seed": seed,
-                "evaluations": res.n_evaluations,
-                "permutations": res.n_permutations,
-                "converged": res.converged,
-                "wall_s": round(wall, 1),
-                "top_units": res.top_units(k),
-                "test_acc_intact": float(acc[0]),
-                "test_acc_without_top": float(acc[1]),
-            }
-        )
-        print(
-            f"seed {seed}: {res.n_evaluations} evaluations, {res.n_permutations} "
-            f"chains, converged={res.converged}, {wall:.0f}s; test accuracy "
-            f"{acc[0]:.3f} -> {acc[1]:.3f} without the top {k}"
-        )
-    g = torch.Generator().manual_seed(1234)
-    rand_sets = [
-        torch.randperm(res.n_units, generator=g)[:k].tolist() for _ in range(20)
-    ]
-    rand_acc = metric_after_removal(model, res, rand_sets, data.x_test, data.y_test)
-
-    # Cost of estimating every unit as well as the bandit's best-estimated unit:
-    # plain truncated Monte Carlo (all units in every chain) for as many chains.
-    n_chains = int(res.counts.max())
-    t = time.perf_counter()
-    plain = fs.attribute(
-        data.x_val, top_k=None, epsilon=0.0, seed=0, max_permutations=n_chains, **common
-    )
-    plain_wall = time.perf_counter() - t
-
-    summary = {
-        "command": "python -m comparisons" + (" --quick" if args.quick else ""),
-        "machine": platform.platform(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "test_acc_intact": runs[0]["test_acc_intact"],
-        "test_acc_without_top_k": top_acc,
-        "test_acc_without_random_k": {
-            "median": statistics.median(rand_acc.tolist()),
-            "min": float(rand_acc.min()),
-            "max": float(rand_acc.max()),
-            "n": 20,
-        },
-        "bandit_evaluations": [r["evaluations"] for r in runs],
-        "plain_tmc_evaluations": plain.n_evaluations,
-        "plain_tmc_chains": n_chains,
-        "plain_tmc_wall_s": round(plain_wall, 1),
-        "runs": runs,
-        "total_wall_s": round(time.perf_counter() - t0, 1),
-    }
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
-    lines = [
-        "# Neuron Shapley on the digits CNN (160 conv filters)",
-        "",
-        f"Command: `{summary['command']}`; {summary['machine']}, torch "
-        f"{summary['torch']}, {summary['threads']} threads.",
-        "",
-        "| | test accuracy |",
-        "|---|---|",
-        f"| intact model | {summary['test_acc_intact']:.3f} |",
-        *[
-            f"| without top-{k} by Shapley (seed {r['seed']}) | "
-            f"{r['test_acc_without_top']:.3f} |"
-            for r in runs
-        ],
-        f"| without {k} random filters (median of 20; min-max) | "
-        f"{summary['test_acc_without_random_k']['median']:.3f} "
-        f"({rand_acc.min():.3f}-{rand_acc.max():.3f}) |",
-        "",
-        "| estimator | model evaluations |",
-        "|---|---|",
-        *[f"| top-{k} bandit (seed {r['seed']}) | {r['evaluations']} |" for r in runs],
-        f"| every unit for {n_chains} chains (the bandit's most-sampled unit) | "
-        f"{plain.n_evaluations} |",
-        "",
-    ]
-    (out / "report.md").write_text("\n".join(lines))
-    print("\n".join(lines))
-    print(f"wrote {out / 'report.md'} and {out / 'results.json'}")
+    print(f"total wall time {summary['total_wall_s']} s")
+    print(f"wrote {out / 'report.md'}, {out / 'results.json'} and figures:")
+    for name in summary["figures"].values():
+        print(f"  {out / name}")
     return 0
 
 

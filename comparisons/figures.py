@@ -1,0 +1,160 @@
+r"""Figures of the report (matplotlib, written as PNG files, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from captum_neuron_shapley import ShapleyResult  # noqa: E402
+
+__all__ = [
+    "plot_removal_curves",
+    "plot_top_units_by_layer",
+    "plot_shapley_values",
+    "plot_conductance_map",
+]
+
+
+def plot_removal_curves(evals: Dict[str, Dict[str, Any]], path: Path) -> Path:
+    r"""One column per scenario: top-k (upper row) and bottom-k (lower row)
+    removal curves of every method, random removal as mean +- std over seeds."""
+    n = len(evals)
+    fig, axes = plt.subplots(2, n, figsize=(5.2 * n, 7.5), squeeze=False)
+    for col, (title, ev) in enumerate(evals.items()):
+        ks = ev["ks"]
+        mean = torch.tensor(ev["random"]["mean"])
+        std = torch.tensor(ev["random"]["std"])
+        for row, which in enumerate(("top", "bottom")):
+            ax = axes[row][col]
+            for name, m in ev["methods"].items():
+                if name == "random":
+                    continue
+                ax.plot(ks, m[which], marker="o", ms=3, label=name, lw=1.4)
+            ax.plot(ks, mean, color="k", ls="--", label="random (mean ± std)")
+            ax.fill_between(ks, mean - std, mean + std, color="k", alpha=0.15)
+            ax.set_title(f"{title}: remove {which}-k", fontsize=10)
+            ax.set_xlabel("units removed (k)")
+            ax.set_ylabel(ev.get("metric", "metric") + " (test)")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_top_units_by_layer(
+    scores: Dict[str, Tensor],
+    layer_names: Sequence[str],
+    sizes: Sequence[int],
+    k: int,
+    path: Path,
+) -> Path:
+    r"""How many of each method's top-``k`` units sit in each layer."""
+    offsets = torch.tensor([0] + list(sizes)).cumsum(0)
+    names = list(scores)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(layer_names), 4))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        top = torch.argsort(scores[name], descending=True)[:k]
+        layer = torch.bucketize(top, offsets[1:], right=True)
+        counts = torch.bincount(layer, minlength=len(layer_names))
+        xs = torch.arange(len(layer_names)) + i * width - 0.4 + width / 2
+        ax.bar(xs, counts, width, label=name)
+    ax.set_xticks(range(len(layer_names)))
+    ax.set_xticklabels(
+        [f"{n}\n({s} units)" for n, s in zip(layer_names, sizes)], fontsize=8
+    )
+    ax.set_ylabel(f"units among the method's top {k}")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"Where the top-{k} units sit, by layer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _flat(x: Any) -> Tensor:
+    return torch.cat([t.flatten() for t in x]) if isinstance(x, tuple) else x.flatten()
+
+
+def plot_shapley_values(result: ShapleyResult, path: Path, top: int = 40) -> Path:
+    r"""Sorted Shapley values with their confidence intervals (``result.lower`` to
+    ``result.upper``): all units, and a zoom on the ``top`` highest."""
+    vals = result.flat_values.double()
+    lo, hi = _flat(result.lower).double(), _flat(result.upper).double()
+    order = torch.argsort(vals, descending=True)
+    sizes = [lay.n_units for lay in result.layers]
+    layer_of = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, sel in ((axes[0], order), (axes[1], order[:top])):
+        x = torch.arange(len(sel))
+        v = vals[sel]
+        err = torch.stack([(v - lo[sel]).clamp(min=0), (hi[sel] - v).clamp(min=0)])
+        finite = torch.isfinite(err).all(0)
+        for li, lay in enumerate(result.layers):
+            m = (layer_of[sel] == li) & finite
+            if m.any():
+                ax.errorbar(
+                    x[m],
+                    v[m],
+                    yerr=err[:, m],
+                    fmt="o",
+                    ms=3,
+                    lw=0.8,
+                    color=colors[li % len(colors)],
+                    label=lay.name,
+                )
+        if (~finite).any():  # too few samples for an interval (see min_samples)
+            ax.plot(
+                x[~finite],
+                v[~finite],
+                "x",
+                ms=4,
+                color="0.5",
+                label="no finite interval yet",
+            )
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xlabel("units, sorted by Shapley value")
+        ax.set_ylabel("Shapley value (confidence interval)")
+        ax.grid(alpha=0.3)
+    axes[0].set_title(f"All {len(order)} units")
+    axes[1].set_title(f"Top {min(top, len(order))}")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_conductance_map(
+    images: Tensor, maps: Tensor, title: str, path: Path, labels: List[str]
+) -> Path:
+    r"""Input images (top row) and the conductance through one unit (bottom)."""
+    n = images.shape[0]
+    fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4), squeeze=False)
+    for i in range(n):
+        img = images[i].detach().cpu().float()
+        cm = maps[i].detach().cpu().float().sum(0)
+        show = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
+        if img.shape[0] != 1:
+            show = (show - show.min()) / (show.max() - show.min() + 1e-12)
+        axes[0][i].imshow(show, cmap="gray" if img.shape[0] == 1 else None)
+        axes[0][i].set_title(labels[i], fontsize=8)
+        lim = float(cm.abs().max()) or 1.0
+        axes[1][i].imshow(cm, cmap="bwr", vmin=-lim, vmax=lim)
+        for r in range(2):
+            axes[r][i].axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
