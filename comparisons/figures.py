@@ -29,8 +29,8 @@ def plot_removal_curves(evals: Dict[str, Dict[str, Any]], path: Path) -> Path:
     fig, axes = plt.subplots(2, n, figsize=(5.2 * n, 7.5), squeeze=False)
     for col, (title, ev) in enumerate(evals.items()):
         ks = ev["ks"]
-        mean = torch.tensor(ev["random"]["mean"])
-        std = torch.tensor(ev["random"]["std"])
+        mean = torch.tensor(ev["random"]["mean"]).numpy()
+        std = torch.tensor(ev["random"]["std"]).numpy()
         for row, which in enumerate(("top", "bottom")):
             ax = axes[row][col]
             for name, m in ev["methods"].items():
@@ -67,7 +67,7 @@ def plot_top_units_by_layer(
         layer = torch.bucketize(top, offsets[1:], right=True)
         counts = torch.bincount(layer, minlength=len(layer_names))
         xs = torch.arange(len(layer_names)) + i * width - 0.4 + width / 2
-        ax.bar(xs, counts, width, label=name)
+        ax.bar(xs.numpy(), counts.numpy(), width, label=name)
     ax.set_xticks(range(len(layer_names)))
     ax.set_xticklabels(
         [f"{n}\n({s} units)" for n, s in zip(layer_names, sizes)], fontsize=8
@@ -104,9 +104,9 @@ def plot_shapley_values(result: ShapleyResult, path: Path, top: int = 40) -> Pat
             m = (layer_of[sel] == li) & finite
             if m.any():
                 ax.errorbar(
-                    x[m],
-                    v[m],
-                    yerr=err[:, m],
+                    x[m].numpy(),
+                    v[m].numpy(),
+                    yerr=err[:, m].numpy(),
                     fmt="o",
                     ms=3,
                     lw=0.8,
@@ -115,8 +115,8 @@ def plot_shapley_values(result: ShapleyResult, path: Path, top: int = 40) -> Pat
                 )
         if (~finite).any():  # too few samples for an interval (see min_samples)
             ax.plot(
-                x[~finite],
-                v[~finite],
+                x[~finite].numpy(),
+                v[~finite].numpy(),
                 "x",
                 ms=4,
                 color="0.5",
@@ -147,10 +147,10 @@ def plot_conductance_map(
         show = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
         if img.shape[0] != 1:
             show = (show - show.min()) / (show.max() - show.min() + 1e-12)
-        axes[0][i].imshow(show, cmap="gray" if img.shape[0] == 1 else None)
+        axes[0][i].imshow(show.numpy(), cmap="gray" if img.shape[0] == 1 else None)
         axes[0][i].set_title(labels[i], fontsize=8)
         lim = float(cm.abs().max()) or 1.0
-        axes[1][i].imshow(cm, cmap="bwr", vmin=-lim, vmax=lim)
+        axes[1][i].imshow(cm.numpy(), cmap="bwr", vmin=-lim, vmax=lim)
         for r in range(2):
             axes[r][i].axis("off")
     fig.suptitle(title, fontsize=9)
