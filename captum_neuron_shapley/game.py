@@ -205,7 +205,7 @@ class UnitGame:
         def pick(xs: Sequence[Tensor]) -> List[Tensor]:
             return list(xs) if idx is None else [x[idx.to(x.device)] for x in xs]
 
-        keep = keep.to(self.device)
+        keep = keep.cpu()
         with model_guard(self.model):
             return self._outputs(keep, pick(self.inputs), pick(self.prefix_outputs))
 
@@ -217,7 +217,10 @@ class UnitGame:
         for a in range(0, keep.shape[0], self.perturbations_per_eval):
             k = keep[a : a + self.perturbations_per_eval]
             m = k.shape[0]
-            per_layer = self.split(k)
+            # decide on the CPU which layers need a hook: no device sync per call
+            per_layer = [
+                None if bool(p.all()) else p.to(self.device) for p in self.split(k)
+            ]
             cols = []
             for sl in _batches(n, self.batch_size):
                 rep = [repeat_for(x[sl], m) for x in inputs]

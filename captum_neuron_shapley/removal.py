@@ -127,6 +127,7 @@ def ablate(
         keep (list of Tensor): One boolean tensor of shape ``(M, n_units)`` per layer:
             which units are present in each of the ``M`` coalitions. The batch the
             model sees must be ``M`` copies of the evaluation examples, coalition-major.
+            ``None`` for a layer means nothing is removed there (no hook).
 
     Hooks are removed when the block exits, also after an exception.
     """
@@ -145,8 +146,8 @@ def ablate(
 
     try:
         for u, k in zip(units, keep):
-            if bool(k.all()):
-                continue
+            if k is None or (k.device.type == "cpu" and bool(k.all())):
+                continue  # nothing removed in this layer
             handles.append(u.layer.register_forward_hook(make_hook(u, k)))
         yield
     finally:
