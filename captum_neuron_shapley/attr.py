@@ -2,7 +2,6 @@ r"""Captum attribution classes: :class:`NeuronShapley` and :class:`FilterShapley
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -17,13 +16,18 @@ from .estimator import Budget, TMABEstimator
 from .game import UnitGame, model_guard, reference_pass
 from .metrics import accuracy, metric_bounds
 from .prefix import trace_prefix
-from .removal import LayerUnits, filter_groups, neuron_groups
+from .removal import (
+    LayerUnits,
+    filter_groups,
+    neuron_groups,
+    per_layer,
+    resolve_baseline,
+)
 from .result import LayerLayout, ShapleyResult
-from .sampler import ChainSampler
+from .sampler import ChainSampler, truncation_threshold
 
 __all__ = ["NeuronShapley", "FilterShapley"]
 
-AUTO_TRUNCATION_FRACTION = 0.05
 PAPER_PATIENCE = 6
 
 Baseline = Union[None, str, float, int, Tensor]
@@ -216,7 +220,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                     f"({game.n_units}), got {top_k}"
                 )
             v_all, v_none = game.full_value(), game.empty_value()
-            threshold = _truncation_threshold(truncation, v_all, v_none)
+            threshold = truncation_threshold(truncation, v_all, v_none)
             sampler = ChainSampler(
                 game,
                 generator,
@@ -342,8 +346,8 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         layer_mask: Any,
     ) -> List[LayerUnits]:
         n = len(self._layers)
-        baselines = _per_layer(layer_baselines, n, "layer_baselines")
-        masks = _per_layer(layer_mask, n, "layer_mask")
+        baselines = per_layer(layer_baselines, n, "layer_baselines")
+        masks = per_layer(layer_mask, n, "layer_mask")
         if self._grouping == "filter" and any(m is not None for m in masks):
             raise ValueError("`layer_mask` is not supported by FilterShapley")
         units = []
@@ -358,7 +362,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 kind = "neuron"
             device = means[i].device
             u = LayerUnits(layer, name, shape, groups.to(device), ids, kind)
-            u.baseline = _baseline(u, baselines[i], means[i], self._grouping)
+            u.baseline = resolve_baseline(u, baselines[i], means[i], self._grouping)
             units.append(u)
         return units
 
@@ -438,78 +442,6 @@ def _fresh_seed() -> int:
     import secrets
 
     return secrets.randbits(62)
-
-
-def _per_layer(value: Any, n: int, name: str) -> List[Any]:
-    if isinstance(value, (tuple, list)):
-        if len(value) != n:
-            raise ValueError(
-                f"`{name}` has {len(value)} entries but there are {n} layers"
-            )
-        return list(value)
-    return [value] * n
-
-
-def _baseline(u: LayerUnits, value: Baseline, mean: Tensor, grouping: str) -> Tensor:
-    if value is None:
-        value = "mean" if grouping == "filter" else "zero"
-    if isinstance(value, str):
-        if value == "zero":
-            return torch.zeros((), device=mean.device)
-        if value == "mean":
-            return u.group_mean(mean).to(torch.float32)
-        raise ValueError(
-            "`layer_baselines` must be 'zero', 'mean', a number or a Tensor, "
-            f"got {value!r}"
-        )
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return torch.tensor(float(value), device=mean.device)
-    if not isinstance(value, Tensor):
-        raise ValueError(
-            f"`layer_baselines` must be 'zero', 'mean', a number or a Tensor, got "
-            f"{type(value).__name__}"
-        )
-    b = value.detach()
-    if b.dim() == len(u.out_shape) + 1 and b.shape[0] == 1:
-        b = b[0]
-    try:
-        ok = torch.broadcast_shapes(b.shape, u.out_shape) == torch.Size(u.out_shape)
-    except RuntimeError:
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"`layer_baselines` of shape {tuple(value.shape)} does not broadcast to "
-            f"the output shape {tuple(u.out_shape)} of layer {u.name!r}"
-        )
-    return b.to(mean.device)
-
-
-def _truncation_threshold(
-    truncation: Any, v_all: float, v_none: float
-) -> Optional[float]:
-    if truncation is None:
-        return None
-    if isinstance(truncation, str):
-        if truncation != "auto":
-            raise ValueError(
-                f"`truncation` must be a number, 'auto' or None, got {truncation!r}"
-            )
-        if v_all <= v_none:
-            return None  # removing every unit does not hurt: nothing to truncate
-        return v_none + AUTO_TRUNCATION_FRACTION * (v_all - v_none)
-    if isinstance(truncation, bool) or not isinstance(truncation, (int, float)):
-        raise ValueError(
-            f"`truncation` must be a number, 'auto' or None, got {truncation!r}"
-        )
-    if not math.isfinite(truncation):
-        raise ValueError(f"`truncation` must be finite, got {truncation}")
-    if v_all <= truncation:
-        raise ValueError(
-            f"the intact model's metric ({v_all:.4g}) is already at or below "
-            f"`truncation` ({truncation:.4g}): every chain would stop at once. Lower "
-            "`truncation` or pass None"
-        )
-    return float(truncation)
 
 
 def _fingerprint(

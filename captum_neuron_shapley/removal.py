@@ -10,7 +10,14 @@ from typing import Any, Iterator, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LayerUnits", "filter_groups", "neuron_groups", "ablate"]
+__all__ = [
+    "LayerUnits",
+    "filter_groups",
+    "neuron_groups",
+    "ablate",
+    "per_layer",
+    "resolve_baseline",
+]
 
 
 @dataclass
@@ -153,3 +160,51 @@ def ablate(
     finally:
         for h in handles:
             h.remove()
+
+
+def per_layer(value: Any, n: int, name: str) -> List[Any]:
+    r"""One entry per layer: a tuple/list is checked for length, else repeated."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != n:
+            raise ValueError(
+                f"`{name}` has {len(value)} entries but there are {n} layers"
+            )
+        return list(value)
+    return [value] * n
+
+
+def resolve_baseline(u: LayerUnits, value: Any, mean: Tensor, grouping: str) -> Tensor:
+    r"""The replacement tensor of a layer's removed units from a user's
+    ``layer_baselines`` entry (``"zero"``, ``"mean"``, a number or a tensor
+    broadcastable to the layer output, with an optional leading 1)."""
+    if value is None:
+        value = "mean" if grouping == "filter" else "zero"
+    if isinstance(value, str):
+        if value == "zero":
+            return torch.zeros((), device=mean.device)
+        if value == "mean":
+            return u.group_mean(mean).to(torch.float32)
+        raise ValueError(
+            "`layer_baselines` must be 'zero', 'mean', a number or a Tensor, "
+            f"got {value!r}"
+        )
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return torch.tensor(float(value), device=mean.device)
+    if not isinstance(value, Tensor):
+        raise ValueError(
+            f"`layer_baselines` must be 'zero', 'mean', a number or a Tensor, got "
+            f"{type(value).__name__}"
+        )
+    b = value.detach()
+    if b.dim() == len(u.out_shape) + 1 and b.shape[0] == 1:
+        b = b[0]
+    try:
+        ok = torch.broadcast_shapes(b.shape, u.out_shape) == torch.Size(u.out_shape)
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"`layer_baselines` of shape {tuple(value.shape)} does not broadcast to "
+            f"the output shape {tuple(u.out_shape)} of layer {u.name!r}"
+        )
+    return b.to(mean.device)

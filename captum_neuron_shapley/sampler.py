@@ -11,14 +11,15 @@ The whole chain uses the same evaluation examples (paired differences).
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import math
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .game import UnitGame
 
-__all__ = ["ChainSampler"]
+__all__ = ["ChainSampler", "truncation_threshold", "AUTO_TRUNCATION_FRACTION"]
 
 
 class ChainSampler:
@@ -139,3 +140,37 @@ class ChainSampler:
                 if below >= self.patience:
                     return q
         return None
+
+
+AUTO_TRUNCATION_FRACTION = 0.05
+
+
+def truncation_threshold(
+    truncation: Any, v_all: float, v_none: float
+) -> Optional[float]:
+    r"""The threshold a chain stops at, from the user's ``truncation``: a number,
+    ``None`` (never) or ``"auto"``: ``AUTO_TRUNCATION_FRACTION`` of the way from
+    ``V(none)`` to ``V(all)``, or no truncation when ``V(all) <= V(none)``."""
+    if truncation is None:
+        return None
+    if isinstance(truncation, str):
+        if truncation != "auto":
+            raise ValueError(
+                f"`truncation` must be a number, 'auto' or None, got {truncation!r}"
+            )
+        if v_all <= v_none:
+            return None  # removing every unit does not hurt: nothing to truncate
+        return v_none + AUTO_TRUNCATION_FRACTION * (v_all - v_none)
+    if isinstance(truncation, bool) or not isinstance(truncation, (int, float)):
+        raise ValueError(
+            f"`truncation` must be a number, 'auto' or None, got {truncation!r}"
+        )
+    if not math.isfinite(truncation):
+        raise ValueError(f"`truncation` must be finite, got {truncation}")
+    if v_all <= truncation:
+        raise ValueError(
+            f"the intact model's metric ({v_all:.4g}) is already at or below "
+            f"`truncation` ({truncation:.4g}): every chain would stop at once. Lower "
+            "`truncation` or pass None"
+        )
+    return float(truncation)
