@@ -86,11 +86,12 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         max_evaluations: Optional[int] = None,
         max_permutations: Optional[int] = None,
         max_time: Optional[float] = None,
-        bound: str = "strict",
+        bound: str = "normal",
         delta: Optional[float] = None,
         min_samples: Optional[int] = None,
         subset_size: Optional[int] = None,
         antithetic: bool = False,
+        chains_per_round: int = 1,
         perturbations_per_eval: int = 1,
         batch_size: Optional[int] = None,
         cache_activations: bool = True,
@@ -139,10 +140,13 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             max_evaluations (int, optional): Budget in coalitions evaluated.
             max_permutations (int, optional): Budget in permutation chains.
             max_time (float, optional): Budget in seconds.
-            bound (str): ``"strict"`` (empirical Bernstein, the true range of a
-                marginal, union bound over units), ``"normal"`` (z times the
-                standard error, union bound) or ``"paper"`` (the original code:
-                empirical Bernstein with range 1, ``delta=0.2`` per unit, and
+            bound (str): ``"normal"`` (default: z times the standard error with a
+                union bound over units, after ``min_samples`` samples; valid
+                asymptotically), ``"strict"`` (empirical Bernstein with the true
+                range of a marginal and a union bound over units: valid at every
+                sample size, and far more conservative: expect thousands of chains
+                on a network with a hundred units) or ``"paper"`` (the original
+                code: empirical Bernstein with range 1, ``delta=0.2`` per unit, and
                 truncation only after 6 consecutive states below the threshold).
             delta (float, optional): Failure probability of the intervals
                 (default 0.05; 0.2 in paper mode).
@@ -151,6 +155,10 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             subset_size (int, optional): Evaluate each chain on this many examples
                 drawn at random (the same ones along the whole chain).
             antithetic (bool): Pair each chain with its reversed order.
+            chains_per_round (int): Chains walked together, their states sharing
+                forward passes (useful on GPUs with a large
+                ``perturbations_per_eval``; unbiased, as every chain is an
+                independent permutation).
             perturbations_per_eval (int): Coalitions evaluated in one forward pass
                 (the batch is ``perturbations_per_eval`` copies of the examples).
             batch_size (int, optional): Examples per forward pass (all if None).
@@ -193,6 +201,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         check_positive_int("perturbations_per_eval", perturbations_per_eval, False)
         check_positive_int("batch_size", batch_size)
         check_positive_int("subset_size", subset_size)
+        check_positive_int("chains_per_round", chains_per_round, False)
         if not (isinstance(epsilon, (int, float)) and epsilon >= 0):
             raise ValueError(
                 f"`epsilon` must be a non-negative number, got {epsilon!r}"
@@ -228,6 +237,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 PAPER_PATIENCE if bound == "paper" else 1,
                 subset_size,
                 antithetic,
+                chains_per_round,
             )
             estimator = TMABEstimator(
                 sampler,
@@ -237,16 +247,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 _marginal_range(game.metric),
                 checkpoint,
                 checkpoint_interval,
-                _fingerprint(
-                    game,
-                    seed,
-                    threshold,
-                    top_k,
-                    epsilon,
-                    bounds_cfg,
-                    subset_size,
-                    antithetic,
-                ),
+                _fingerprint(sampler, seed, top_k, epsilon, bounds_cfg),
                 show_progress,
                 callback,
             ).run()
@@ -445,27 +446,27 @@ def _fresh_seed() -> int:
 
 
 def _fingerprint(
-    game: UnitGame,
+    sampler: ChainSampler,
     seed: Optional[int],
-    threshold: Optional[float],
     top_k: Optional[int],
     epsilon: float,
     bound: BoundConfig,
-    subset_size: Optional[int],
-    antithetic: bool,
 ) -> dict:
+    r"""The settings a checkpoint must match to be resumed."""
+    game = sampler.game
     return {
         "n_units": game.n_units,
         "n_examples": game.n_examples,
         "seed": seed,
-        "truncation": threshold,
+        "truncation": sampler.truncation,
         "top_k": top_k,
         "epsilon": float(epsilon),
         "bound": bound.mode,
         "delta": float(bound.delta),
         "min_samples": bound.min_samples,
-        "subset_size": subset_size,
-        "antithetic": antithetic,
+        "subset_size": sampler.subset_size,
+        "antithetic": sampler.antithetic,
+        "chains_per_round": sampler.chains_per_round,
         "perturbations_per_eval": game.perturbations_per_eval,
         "world_size": Collective().world,
     }

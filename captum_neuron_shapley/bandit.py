@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .statistics import RunningStats
 
-__all__ = ["bernstein_radius", "BoundConfig", "TopKRule"]
+__all__ = ["bernstein_radius", "shrunk_variance", "BoundConfig", "TopKRule"]
 
 
 def bernstein_radius(
@@ -33,6 +33,19 @@ def bernstein_radius(
     return torch.where(count >= 2, rad, torch.inf)
 
 
+PRIOR_SAMPLES = 2.0
+
+
+def shrunk_variance(stats: RunningStats) -> Tensor:
+    r"""Each unit's variance shrunk toward the pooled variance of all units, with
+    the weight of ``PRIOR_SAMPLES`` samples. A unit whose first samples happen to
+    agree (say, all zero while its rare large marginals have not shown up yet) is
+    thus not declared certain; the shrinkage fades as its samples accumulate."""
+    dof = (stats.count - 1).clamp_min(0)
+    pooled = stats.m2.sum() / dof.sum().clamp_min(1)
+    return (stats.m2 + PRIOR_SAMPLES * pooled) / (dof + PRIOR_SAMPLES)
+
+
 @dataclass
 class BoundConfig:
     r"""How confidence intervals are computed.
@@ -44,14 +57,16 @@ class BoundConfig:
             that all intervals hold at once with probability ``1 - delta``.
             ``"paper"``: the original implementation's settings, range 1 and
             ``delta = 0.2`` per unit, no union bound. ``"normal"``: ``z`` times the
-            standard error with a union bound over units (asymptotic, much tighter).
+            standard error with a union bound over units (asymptotic, much tighter;
+            variances shrunk toward the pooled variance, see
+            :func:`shrunk_variance`).
         delta (float): Failure probability (``None``: 0.05, or 0.2 in paper mode).
         min_samples (int): Samples a unit needs before its interval is finite
             (``None``: 20 in normal mode, where the normal approximation needs
             them, 2 otherwise).
     """
 
-    mode: str = "strict"
+    mode: str = "normal"
     delta: Optional[float] = None
     min_samples: Optional[int] = None
 
@@ -83,7 +98,7 @@ class BoundConfig:
                 z = torch.distributions.Normal(0.0, 1.0).icdf(
                     torch.tensor(1 - delta / 2, dtype=torch.float64)
                 )
-                rad = z * stats.stderr
+                rad = z * (shrunk_variance(stats) / stats.count.clamp_min(1)).sqrt()
         return torch.where(stats.count >= self.min_samples, rad, torch.inf)
 
 

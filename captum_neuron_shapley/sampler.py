@@ -22,6 +22,58 @@ from .game import UnitGame
 __all__ = ["ChainSampler", "truncation_threshold", "AUTO_TRUNCATION_FRACTION"]
 
 
+class _Walk:
+    r"""The state of one chain: which states it needs, what it has measured."""
+
+    def __init__(
+        self, perm: Tensor, active: Tensor, v_full: float, thr: Optional[float]
+    ) -> None:
+        n = perm.numel()
+        self.perm = perm
+        self.pos = active[perm].nonzero().flatten()  # positions of active units
+        self.rank = torch.empty(n, dtype=torch.long)
+        self.rank[perm] = torch.arange(n)
+        self.values = torch.full((n + 1,), float("nan"), dtype=torch.float64)
+        self.values[0] = v_full
+        needed = torch.unique(torch.cat([self.pos, self.pos + 1]))
+        self.needed = needed[needed > 0]
+        self.cursor, self.below = 0, 0
+        self.stop: Optional[int] = None
+        if self.pos.numel() == 0 or (thr is not None and v_full <= thr):
+            self.stop = 0
+            self.cursor = self.needed.numel()
+
+    @property
+    def done(self) -> bool:
+        return self.cursor >= self.needed.numel()
+
+    def take(self, k: int) -> Tensor:
+        r"""The next ``k`` positions to evaluate, as ``(k, n)`` present-unit masks."""
+        p = self.needed[self.cursor : self.cursor + k]
+        self.cursor += p.numel()
+        self.pending = p
+        return self.rank.unsqueeze(0) >= p.unsqueeze(1)  # present: not yet removed
+
+    def record(self, values: Tensor, thr: Optional[float], patience: int) -> None:
+        r"""Store the values of the last positions taken; check truncation."""
+        self.values[self.pending] = values
+        if thr is None:
+            return
+        for q, v in zip(self.pending.tolist(), values.tolist()):
+            self.below = self.below + 1 if v <= thr else 0
+            if self.below >= patience:
+                self.stop, self.cursor = q, self.needed.numel()
+                return
+
+    def result(self) -> Tuple[Tensor, Tensor]:
+        values = self.values
+        if self.stop is not None:
+            values[self.stop + 1 :] = values[self.stop]
+        marginals = values[self.pos] - values[self.pos + 1]
+        measured = ~marginals.isnan()  # all of them unless the budget ran out
+        return self.perm[self.pos[measured]], marginals[measured]
+
+
 class ChainSampler:
     r"""Draws truncated permutation chains over a :class:`UnitGame`.
 
@@ -35,6 +87,10 @@ class ChainSampler:
         subset_size (int, optional): Evaluate each chain on this many examples
             drawn at random without replacement (all examples if None).
         antithetic (bool): Pair each chain with its reversed order.
+        chains_per_round (int): Chains drawn per round and walked in lockstep, so
+            that the states of several chains share each forward pass (of
+            ``perturbations_per_eval`` coalitions). With ``subset_size`` each
+            chain has its own examples and the chains are walked one by one.
     """
 
     def __init__(
@@ -45,6 +101,7 @@ class ChainSampler:
         patience: int = 1,
         subset_size: Optional[int] = None,
         antithetic: bool = False,
+        chains_per_round: int = 1,
     ) -> None:
         self.game = game
         self.generator = generator
@@ -52,6 +109,7 @@ class ChainSampler:
         self.patience = patience
         self.subset_size = subset_size
         self.antithetic = antithetic
+        self.chains_per_round = chains_per_round
 
     def _subset(self) -> Optional[Tensor]:
         n = self.game.n_examples
@@ -62,25 +120,27 @@ class ChainSampler:
     def sample(
         self, active: Tensor, max_evaluations: Optional[int] = None
     ) -> List[Tuple[Tensor, Tensor]]:
-        r"""Draw one chain (two if antithetic) and return, per chain, the active
-        units it measured and their marginal contributions.
+        r"""Draw ``chains_per_round`` chains (each paired with its reverse if
+        antithetic) and return, per chain, the active units it measured and their
+        marginal contributions.
 
         With ``max_evaluations`` the walk stops once the game's evaluation count
-        reaches it; the last chain is then partial and only the units it reached
-        are returned (their marginals come from the larger coalitions early in the
-        chain, a bias confined to that one chain).
+        reaches it; the last chains are then partial and only the units they
+        reached are returned (their marginals come from the larger coalitions early
+        in the chains, a bias confined to the last round).
         """
-        perm = torch.randperm(self.game.n_units, generator=self.generator)
-        idx = self._subset()
-        chains = [perm, perm.flip(0)] if self.antithetic else [perm]
+        groups = []  # (permutations, examples) walked together
+        for _ in range(self.chains_per_round):
+            perm = torch.randperm(self.game.n_units, generator=self.generator)
+            pair = [perm, perm.flip(0)] if self.antithetic else [perm]
+            idx = self._subset()
+            if idx is None and groups:
+                groups[0][0].extend(pair)
+            else:
+                groups.append((pair, idx))
         out = []
-        for p in chains:
-            if (
-                max_evaluations is not None
-                and self.game.n_evaluations >= max_evaluations
-            ):
-                break
-            out.append(self.chain(p, active, idx, max_evaluations))
+        for perms, idx in groups:
+            out.extend(self.walk(perms, active, idx, max_evaluations))
         return out
 
     def chain(
@@ -90,56 +150,44 @@ class ChainSampler:
         idx: Optional[Tensor] = None,
         max_evaluations: Optional[int] = None,
     ) -> Tuple[Tensor, Tensor]:
-        r"""Walk one removal order ``perm`` (until the game's evaluation count
-        reaches ``max_evaluations``, if given); returns ``(units, marginals)``."""
-        n = self.game.n_units
-        pos = active[perm].nonzero().flatten()  # chain positions of active units
-        if pos.numel() == 0:
-            return pos, torch.zeros(0, dtype=torch.float64)
-        rank = torch.empty(n, dtype=torch.long)
-        rank[perm] = torch.arange(n)
-        values = torch.full((n + 1,), float("nan"), dtype=torch.float64)
-        values[0] = self.game.full_value(idx)
-        needed = torch.unique(torch.cat([pos, pos + 1]))
-        needed = needed[needed > 0]
-        stop = self._walk(needed, rank, values, idx, max_evaluations)
-        if stop is not None:
-            values[stop + 1 :] = values[stop]
-        marginals = values[pos] - values[pos + 1]
-        measured = ~marginals.isnan()  # all of them unless the budget ran out
-        return perm[pos[measured]], marginals[measured]
+        r"""Walk one removal order ``perm``; returns ``(units, marginals)``."""
+        return self.walk([perm], active, idx, max_evaluations)[0]
 
-    def _walk(
+    def walk(
         self,
-        needed: Tensor,
-        rank: Tensor,
-        values: Tensor,
-        idx: Optional[Tensor],
-        max_evaluations: Optional[int],
-    ) -> Optional[int]:
-        r"""Evaluate the states at ``needed`` positions in order, batch by batch;
-        returns the truncation position (or None)."""
+        perms: List[Tensor],
+        active: Tensor,
+        idx: Optional[Tensor] = None,
+        max_evaluations: Optional[int] = None,
+    ) -> List[Tuple[Tensor, Tensor]]:
+        r"""Walk removal orders on the same examples in lockstep: each forward pass
+        evaluates up to ``perturbations_per_eval`` states, shared fairly among the
+        chains still running; truncation is checked per chain after each pass.
+        Stops once the game's evaluation count reaches ``max_evaluations``."""
         thr = self.truncation
-        if thr is not None and values[0] <= thr:
-            return 0
-        below, a = 0, 0
-        while a < needed.numel():
-            step = self.game.perturbations_per_eval
+        v_full = self.game.full_value(idx)
+        walks = [_Walk(p, active, v_full, thr) for p in perms]
+        while True:
+            running = [w for w in walks if not w.done]
+            budget = self.game.perturbations_per_eval
             if max_evaluations is not None:
-                step = min(step, max_evaluations - self.game.n_evaluations)
-                if step <= 0:
-                    return None
-            p = needed[a : a + step]
-            a += step
-            keep = rank.unsqueeze(0) >= p.unsqueeze(1)  # present: not yet removed
-            values[p] = self.game.value(keep, idx)
-            if thr is None:
-                continue
-            for q in p.tolist():
-                below = below + 1 if values[q] <= thr else 0
-                if below >= self.patience:
-                    return q
-        return None
+                budget = min(budget, max_evaluations - self.game.n_evaluations)
+            if not running or budget <= 0:
+                break
+            share = -(-budget // len(running))  # ceil
+            masks, takers = [], []
+            for w in running:
+                k = min(share, budget - sum(m.shape[0] for m in masks))
+                if k <= 0:
+                    break
+                masks.append(w.take(k))
+                takers.append(w)
+            values = self.game.value(torch.cat(masks), idx)
+            start = 0
+            for w, m in zip(takers, masks):
+                w.record(values[start : start + m.shape[0]], thr, self.patience)
+                start += m.shape[0]
+        return [w.result() for w in walks]
 
 
 AUTO_TRUNCATION_FRACTION = 0.05
