@@ -89,10 +89,13 @@ def reference_pass(
                     f"`layer` {names[i]!r} has output shape {tuple(out.shape)}; "
                     "expected (N, ...) with a batch dimension and unit dimensions"
                 )
-            if shapes[i] is not None and out.shape[1:] != shapes[i]:
+            calls[i] += 1
+            if calls[i] > n_batches[0]:
                 raise ValueError(
                     f"`layer` {names[i]!r} is called more than once per forward "
-                    "pass with different output shapes; it cannot be ablated"
+                    "pass (a shared module, such as a ReLU reused in a residual "
+                    "block); removing its units would tie every call together. "
+                    "Choose layers that run once (e.g. the conv or norm layers)"
                 )
             shapes[i] = out.shape[1:]
             s = out.detach().to(torch.float64).sum(0)
@@ -101,6 +104,7 @@ def reference_pass(
         return hook
 
     outs = []
+    calls, n_batches = [0] * len(layers), [0]
     captured: List[List[Tensor]] = [[] for _ in capture]
     handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(layers)]
     handles += [
@@ -109,6 +113,7 @@ def reference_pass(
     ]
     try:
         for sl in _batches(inputs[0].shape[0], batch_size):
+            n_batches[0] += 1
             outs.append(_forward(model, [x[sl] for x in inputs]))
     finally:
         for h in handles:

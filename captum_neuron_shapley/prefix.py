@@ -69,6 +69,9 @@ def trace_prefix(
     return [m for m in done if id(m) not in inner and id(m) in done_ids]
 
 
+_MISSING = object()
+
+
 class _Replay:
     def __init__(self, value: Tensor) -> None:
         self.value = value
@@ -80,15 +83,18 @@ class _Replay:
 @contextlib.contextmanager
 def replay(modules: Sequence[nn.Module], outputs: Sequence[Tensor]) -> Iterator[None]:
     r"""Make each module return the given output instead of computing it."""
-    patched: List[nn.Module] = []
+    patched: List[Tuple[nn.Module, Any]] = []
     try:
         for m, out in zip(modules, outputs):
+            patched.append((m, m.__dict__.get("forward", _MISSING)))
             m.forward = _Replay(out)  # type: ignore[method-assign]
-            patched.append(m)
         yield
     finally:
-        for m in patched:
-            del m.forward
+        for m, previous in patched:
+            if previous is _MISSING:
+                del m.forward
+            else:  # a forward the user (or a library) had set on the instance
+                m.forward = previous
 
 
 def repeat_for(x: Tensor, m: int) -> Tensor:

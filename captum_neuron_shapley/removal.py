@@ -118,7 +118,8 @@ def _replace(units: LayerUnits, keep: Tensor, out: Tensor) -> Tensor:
     r"""Replace the removed units of ``out`` (shape ``(M * B, *S)``)."""
     m = keep.shape[0]
     shaped = out.reshape(m, out.shape[0] // m, *out.shape[1:])
-    present = keep[:, units.groups].unsqueeze(1)  # (M, 1, *groups.shape)
+    keep = keep.to(out.device)  # no-op unless the model moves tensors itself
+    present = keep[:, units.groups.to(out.device)].unsqueeze(1)  # (M, 1, *groups)
     base = units.baseline.to(dtype=out.dtype, device=out.device)
     return torch.where(present, shaped, base).reshape(out.shape)
 

@@ -1,5 +1,6 @@
 """Replaying the unablated prefix of the model gives the same game."""
 
+import pytest
 import torch
 from torch import nn
 from torchvision.models import resnet18
@@ -65,3 +66,38 @@ def test_module_called_twice_is_not_replayed():
 
     net = Twice().eval()
     assert trace_prefix(net, [net.mid], (torch.randn(1, 4),)) == []
+
+
+def test_a_forward_set_on_the_instance_survives(tiny, tiny_data):
+    (x, y), _ = tiny_data
+    calls = []
+    original = tiny.conv1.forward
+
+    def wrapped(inp):
+        calls.append(1)
+        return original(inp)
+
+    tiny.conv1.forward = wrapped  # as accelerate-style wrappers do
+    FilterShapley(tiny, tiny.conv2).attribute(x, target=y, max_permutations=2, seed=0)
+    assert tiny.conv1.forward is wrapped
+    n = len(calls)
+    tiny(x[:2])
+    assert len(calls) == n + 1
+    del tiny.conv1.forward
+
+
+def test_a_layer_called_twice_is_refused():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 1)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.conv(self.relu(x))).mean((2, 3))
+
+    net = Shared()
+    x = torch.randn(4, 2, 3, 3)
+    with pytest.raises(ValueError, match="called more than once per forward"):
+        FilterShapley(net, net.relu).attribute(x, target=torch.zeros(4).long())
+    assert not net.relu._forward_hooks
