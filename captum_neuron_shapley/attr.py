@@ -14,7 +14,7 @@ from .bandit import BoundConfig, TopKRule
 from .distributed import Collective, rank_seed
 from .estimator import Budget, TMABEstimator
 from .game import UnitGame, model_guard, reference_pass
-from .metrics import accuracy, metric_bounds
+from .metrics import Metric, accuracy, metric_bounds
 from .prefix import trace_prefix
 from .removal import (
     LayerUnits,
@@ -72,6 +72,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
     @property
     def multiplies_by_inputs(self) -> bool:
         return False
+
+    def has_convergence_delta(self) -> bool:
+        return True
 
     def attribute(
         self,
@@ -144,7 +147,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 union bound over units, after ``min_samples`` samples; valid
                 asymptotically), ``"strict"`` (empirical Bernstein with the true
                 range of a marginal and a union bound over units: valid at every
-                sample size, and far more conservative: expect thousands of chains
+                fixed sample size, and far more conservative: expect thousands of chains
                 on a network with a hundred units) or ``"paper"`` (the original
                 code: empirical Bernstein with range 1, ``delta=0.2`` per unit, and
                 truncation only after 6 consecutive states below the threshold).
@@ -178,7 +181,8 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 ``stats.mean``, ``n_evaluations``...); returning True stops the run.
             return_convergence_delta (bool): Also return
                 ``V(all) - V(none) - sum(values)``.
-            return_result (bool): Return a :class:`ShapleyResult` instead of tensors.
+            return_result (bool): Return a :class:`ShapleyResult` instead of tensors
+                (its ``convergence_delta`` holds the efficiency gap).
 
         Returns:
             *Tensor* or *tuple[Tensor, ...]* of **attributions**, or a
@@ -257,7 +261,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         if return_result:
             return result
         if return_convergence_delta:
-            return result.values, v_all - v_none - float(result.flat_values.sum())
+            return result.values, result.convergence_delta
         return result.values
 
     def game(
@@ -454,7 +458,16 @@ def _fingerprint(
 ) -> dict:
     r"""The settings a checkpoint must match to be resumed."""
     game = sampler.game
+    metric = game.metric
     return {
+        "layers": [u.name for u in game.units],
+        "metric": (
+            repr(metric)
+            if isinstance(metric, Metric)
+            else getattr(metric, "__qualname__", type(metric).__name__)
+        ),
+        "full_value": game.full_value(),
+        "empty_value": game.empty_value(),
         "n_units": game.n_units,
         "n_examples": game.n_examples,
         "seed": seed,

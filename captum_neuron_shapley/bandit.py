@@ -22,8 +22,10 @@ def bernstein_radius(
     .. math::
         \sqrt{2\,\hat\sigma^2 \ln(2/\delta) / n} + 7 R \ln(2/\delta) / (3 (n - 1))
 
-    ``inf`` where ``n < 2``. With probability at least ``1 - delta`` the true mean
-    lies within the half-width of the sample mean, for samples in a range ``R``.
+    ``inf`` where ``n < 2``. Maurer & Pontil's bound is one-sided: each side
+    fails with probability at most ``delta``, so the two-sided interval holds with
+    probability at least ``1 - 2 delta`` at a fixed ``n`` (the strict mode passes
+    ``delta / 2``), for samples in a range ``R``.
     """
     log_term = math.log(2.0 / delta)
     n = count.clamp_min(2)
@@ -51,15 +53,16 @@ class BoundConfig:
     r"""How confidence intervals are computed.
 
     Attributes:
-        mode (str): ``"strict"``: empirical Bernstein with the true range of a
-            marginal contribution (twice the metric's range; the observed range when
-            the metric declares no ``bounds``) and a union bound over the units, so
-            that all intervals hold at once with probability ``1 - delta``.
+        mode (str): ``"normal"`` (default): ``z`` times the standard error with a
+            union bound over units (asymptotic; variances shrunk toward the pooled
+            variance, see :func:`shrunk_variance`). ``"strict"``: two-sided
+            empirical Bernstein with the true range of a marginal contribution
+            (twice the metric's range; the observed range when the metric declares
+            no ``bounds``) and a union bound over the units, so that at any fixed
+            sample size all intervals hold at once with probability ``1 - delta``
+            (there is no correction for the bandit looking after every round).
             ``"paper"``: the original implementation's settings, range 1 and
-            ``delta = 0.2`` per unit, no union bound. ``"normal"``: ``z`` times the
-            standard error with a union bound over units (asymptotic, much tighter;
-            variances shrunk toward the pooled variance, see
-            :func:`shrunk_variance`).
+            ``delta = 0.2`` per unit, no union bound.
         delta (float): Failure probability (``None``: 0.05, or 0.2 in paper mode).
         min_samples (int): Samples a unit needs before its interval is finite
             (``None``: 20 in normal mode, where the normal approximation needs
@@ -92,8 +95,10 @@ class BoundConfig:
             rad = bernstein_radius(stats.variance, stats.count, 1.0, self.delta)
         else:
             delta = self.delta / max(len(stats), 1)
-            if self.mode == "strict":
-                rad = bernstein_radius(stats.variance, stats.count, value_range, delta)
+            if self.mode == "strict":  # two-sided: delta / 2 per side
+                rad = bernstein_radius(
+                    stats.variance, stats.count, value_range, delta / 2
+                )
             else:
                 z = torch.distributions.Normal(0.0, 1.0).icdf(
                     torch.tensor(1 - delta / 2, dtype=torch.float64)

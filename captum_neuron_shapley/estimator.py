@@ -110,8 +110,15 @@ class TMABEstimator:
 
     # -- main loop ---------------------------------------------------------------
     def run(self) -> "TMABEstimator":
-        if self.checkpoint is not None and os.path.exists(self.checkpoint):
-            self.load(self.checkpoint)
+        if self.checkpoint is not None:
+            exists = float(os.path.exists(self.checkpoint))
+            if self.group.sum([exists])[0] not in (0.0, float(self.group.world)):
+                raise ValueError(
+                    f"`checkpoint` {self.checkpoint!r} exists for some ranks only; "
+                    "it must be on a file system that every rank sees"
+                )
+            if exists:
+                self.load(self.checkpoint)
         start, last_save = time.monotonic() - self.elapsed, time.monotonic()
         bar = tqdm(
             total=self.budget.max_permutations,
@@ -132,15 +139,23 @@ class TMABEstimator:
                     break
                 self.history.append([self.n_permutations, self.n_evaluations, n_active])
                 self._round(active)
-                if self.callback is not None and self.callback(self):
-                    break
                 bar.n = self.n_permutations
                 bar.set_postfix(active=n_active, evals=self.n_evaluations)
-                if self.checkpoint is not None and (
-                    time.monotonic() - last_save >= self.checkpoint_interval
-                ):
+                # decisions every rank must take together
+                stop, save = self.group.max(
+                    [
+                        float(bool(self.callback and self.callback(self))),
+                        float(
+                            self.checkpoint is not None
+                            and time.monotonic() - last_save >= self.checkpoint_interval
+                        ),
+                    ]
+                )
+                if save:
                     self.save(self.checkpoint)
                     last_save = time.monotonic()
+                if stop:
+                    break
         finally:
             bar.close()
         if self.checkpoint is not None:
@@ -148,8 +163,8 @@ class TMABEstimator:
         return self
 
     def _round(self, active: Tensor) -> None:
-        r"""Every rank draws a chain (a pair if antithetic) within the budget left;
-        the statistics and counts of all ranks are merged."""
+        r"""Every rank draws its chains within its share of the budgets left; the
+        statistics and counts (of completed chains) of all ranks are merged."""
         g = self.group
         perms_left = _left(self.budget.max_permutations, self.n_permutations)
         evals_left = _left(self.budget.max_evaluations, self.n_evaluations)
@@ -158,11 +173,13 @@ class TMABEstimator:
         delta = RunningStats(self.game.n_units)
         before, n_chains = self.game.n_evaluations, 0
         low, high = float(self.observed[0]), float(self.observed[1])
-        if perms_left is None or g.rank < perms_left:
+        if perms_left is not None:  # this rank's share of the chains left
+            perms_left = perms_left // g.world + (g.rank < perms_left % g.world)
+        if perms_left is None or perms_left > 0:
             limit = None if evals_left is None else before + evals_left
-            for units, marginals in self.sampler.sample(active, limit):
+            samples, n_chains = self.sampler.sample(active, limit, perms_left)
+            for units, marginals in samples:
                 delta.update(units, marginals)
-                n_chains += 1
                 if marginals.numel():
                     low = min(low, float(marginals.min()))
                     high = max(high, float(marginals.max()))

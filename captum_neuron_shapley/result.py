@@ -129,6 +129,12 @@ class ShapleyResult:
     def upper(self) -> Formatted:
         return self._format(self.flat_values + self.flat_radius)
 
+    @property
+    def convergence_delta(self) -> float:
+        r"""Efficiency gap ``V(all) - V(none) - sum(values)`` (0 in expectation
+        without truncation; what truncated chain tails left out otherwise)."""
+        return self.full_value - self.empty_value - float(self.flat_values.sum())
+
     def unit(self, flat_index: int) -> Tuple[str, int]:
         r"""``(layer name, unit id)`` of a flat unit index."""
         start = 0

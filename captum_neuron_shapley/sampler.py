@@ -65,13 +65,14 @@ class _Walk:
                 self.stop, self.cursor = q, self.needed.numel()
                 return
 
-    def result(self) -> Tuple[Tensor, Tensor]:
+    def result(self) -> Optional[Tuple[Tensor, Tensor]]:
+        r"""``(units, marginals)``, or None for a walk cut short by the budget."""
+        if not self.done:
+            return None
         values = self.values
         if self.stop is not None:
             values[self.stop + 1 :] = values[self.stop]
-        marginals = values[self.pos] - values[self.pos + 1]
-        measured = ~marginals.isnan()  # all of them unless the budget ran out
-        return self.perm[self.pos[measured]], marginals[measured]
+        return self.perm[self.pos], values[self.pos] - values[self.pos + 1]
 
 
 class ChainSampler:
@@ -118,29 +119,65 @@ class ChainSampler:
         return torch.randperm(n, generator=self.generator)[: self.subset_size]
 
     def sample(
-        self, active: Tensor, max_evaluations: Optional[int] = None
-    ) -> List[Tuple[Tensor, Tensor]]:
-        r"""Draw ``chains_per_round`` chains (each paired with its reverse if
-        antithetic) and return, per chain, the active units it measured and their
-        marginal contributions.
+        self,
+        active: Tensor,
+        max_evaluations: Optional[int] = None,
+        max_chains: Optional[int] = None,
+    ) -> Tuple[List[Tuple[Tensor, Tensor]], int]:
+        r"""Draw up to ``chains_per_round`` chains (each paired with its reverse if
+        antithetic; at most ``max_chains`` chains in all) and walk them.
 
-        With ``max_evaluations`` the walk stops once the game's evaluation count
-        reaches it; the last chains are then partial and only the units they
-        reached are returned (their marginals come from the larger coalitions early
-        in the chains, a bias confined to the last round).
+        Returns the samples, one ``(units, marginals)`` per chain (per pair if
+        antithetic: the pair's two marginals of a unit are averaged into one
+        sample, since they are not independent), and the number of chains
+        completed. Chains cut short by ``max_evaluations`` (a limit on the game's
+        evaluation count) are dropped: their evaluations count, their marginals,
+        which come only from the large coalitions early in the chain, do not.
         """
-        groups = []  # (permutations, examples) walked together
-        for _ in range(self.chains_per_round):
+        limit = self.chains_per_round * (2 if self.antithetic else 1)
+        if max_chains is not None:
+            limit = min(limit, max_chains)
+        groups: List[Tuple[List[Tensor], Optional[Tensor]]] = []  # walked together
+        drawn = 0
+        while drawn < limit:
             perm = torch.randperm(self.game.n_units, generator=self.generator)
-            pair = [perm, perm.flip(0)] if self.antithetic else [perm]
+            pair = (
+                [perm, perm.flip(0)]
+                if self.antithetic and limit - drawn > 1
+                else [perm]
+            )
+            drawn += len(pair)
             idx = self._subset()
             if idx is None and groups:
                 groups[0][0].extend(pair)
             else:
                 groups.append((pair, idx))
-        out = []
+        walked: List[Optional[Tuple[Tensor, Tensor]]] = []
         for perms, idx in groups:
-            out.extend(self.walk(perms, active, idx, max_evaluations))
+            walked.extend(self.walk(perms, active, idx, max_evaluations))
+        done = sum(w is not None for w in walked)
+        if self.antithetic:
+            walked = self._pair_means(walked, groups)
+        return [w for w in walked if w is not None], done
+
+    def _pair_means(
+        self,
+        walked: List[Optional[Tuple[Tensor, Tensor]]],
+        groups: List[Tuple[List[Tensor], Optional[Tensor]]],
+    ) -> List[Optional[Tuple[Tensor, Tensor]]]:
+        r"""One sample per antithetic pair: the mean of its two marginals."""
+        out, i = [], 0
+        for perms, _ in groups:
+            for j in range(0, len(perms), 2):
+                a = walked[i + j]
+                b = walked[i + j + 1] if j + 1 < len(perms) else None
+                if a is None or b is None:
+                    out.append(a if b is None and j + 1 >= len(perms) else None)
+                    continue
+                dense = torch.zeros(2, self.game.n_units, dtype=torch.float64)
+                dense[0, a[0]], dense[1, b[0]] = a[1], b[1]
+                out.append((a[0], dense[:, a[0]].mean(0)))
+            i += len(perms)
         return out
 
     def chain(
@@ -149,8 +186,9 @@ class ChainSampler:
         active: Tensor,
         idx: Optional[Tensor] = None,
         max_evaluations: Optional[int] = None,
-    ) -> Tuple[Tensor, Tensor]:
-        r"""Walk one removal order ``perm``; returns ``(units, marginals)``."""
+    ) -> Optional[Tuple[Tensor, Tensor]]:
+        r"""Walk one removal order ``perm``; returns ``(units, marginals)``, or
+        None when ``max_evaluations`` cut it short."""
         return self.walk([perm], active, idx, max_evaluations)[0]
 
     def walk(
@@ -159,7 +197,7 @@ class ChainSampler:
         active: Tensor,
         idx: Optional[Tensor] = None,
         max_evaluations: Optional[int] = None,
-    ) -> List[Tuple[Tensor, Tensor]]:
+    ) -> List[Optional[Tuple[Tensor, Tensor]]]:
         r"""Walk removal orders on the same examples in lockstep: each forward pass
         evaluates up to ``perturbations_per_eval`` states, shared fairly among the
         chains still running; truncation is checked per chain after each pass.

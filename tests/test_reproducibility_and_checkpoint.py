@@ -72,11 +72,11 @@ class Interrupt(Exception):
 def test_resume_after_a_crash(tiny, tiny_data, tmp_path):
     (x, y), _ = tiny_data
     full = _run(tiny, x, y, max_permutations=15)
-    calls = {"n": 0}
+    calls = {"n": 0, "armed": True}
 
     def flaky(outputs, target):
         calls["n"] += 1
-        if calls["n"] == 40:  # dies in the middle of a chain
+        if calls["n"] == 40 and calls["armed"]:  # dies in the middle of a chain
             raise Interrupt
         return accuracy(outputs, target)
 
@@ -93,9 +93,19 @@ def test_resume_after_a_crash(tiny, tiny_data, tmp_path):
         )
     state = torch.load(ckpt, weights_only=True)  # plain tensors and containers only
     assert 0 < state["n_permutations"] < 15
+    calls["armed"] = False  # the same metric, now healthy
     resumed = _run(
-        tiny, x, y, max_permutations=15, checkpoint=ckpt, checkpoint_interval=0
+        tiny,
+        x,
+        y,
+        max_permutations=15,
+        metric=flaky,
+        checkpoint=ckpt,
+        checkpoint_interval=0,
     )
+    # resuming with another metric is refused: it would mix two games
+    with pytest.raises(ValueError, match="different settings"):
+        _run(tiny, x, y, max_permutations=16, checkpoint=ckpt)
     assert torch.equal(resumed.flat_values, full.flat_values)
     assert resumed.n_evaluations == full.n_evaluations
 

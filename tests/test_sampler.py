@@ -5,7 +5,7 @@ import torch
 from captum_neuron_shapley import FilterShapley
 from captum_neuron_shapley.sampler import ChainSampler
 
-from .conftest import exact_shapley, Z_TOL
+from .conftest import Z_TOL, exact_shapley
 
 
 def _game(tiny, x, y, ppe):
@@ -72,3 +72,24 @@ def test_normal_bound_does_not_freeze_a_unit_whose_first_samples_agree(tiny, tin
     )
     assert exact[1] > 0.03 and res.counts[1] > 100
     assert (res.flat_values[1] - exact[1]).abs() <= Z_TOL * res.flat_stderr[1]
+
+
+def test_max_permutations_is_exact(tiny, tiny_data):
+    (x, y), _ = tiny_data
+    fs = FilterShapley(tiny, tiny.conv1)
+    for kw, n in [
+        (dict(antithetic=True), 1),
+        (dict(antithetic=True), 5),
+        (dict(chains_per_round=4), 5),
+        (dict(chains_per_round=3, antithetic=True), 7),
+    ]:
+        res = fs.attribute(
+            x,
+            target=y,
+            max_permutations=n,
+            epsilon=0.0,
+            seed=0,
+            return_result=True,
+            **kw,
+        )
+        assert res.n_permutations == n, (kw, n)
