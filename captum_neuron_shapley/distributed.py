@@ -56,19 +56,20 @@ class Collective:
             other.count, other.mean, other.m2 = part[0], part[1], part[2]
             stats.merge(other)
 
-    def sum(self, values: List[float]) -> List[float]:
+    def _reduce(self, values: List[float], op: "dist.ReduceOp") -> List[float]:
         if not self.on:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        dist.all_reduce(t, op=op)
         return t.cpu().tolist()
 
+    def sum(self, values: List[float]) -> List[float]:
+        r"""Element-wise sum over ranks."""
+        return self._reduce(values, dist.ReduceOp.SUM)
+
     def max(self, values: List[float]) -> List[float]:
-        if not self.on:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return t.cpu().tolist()
+        r"""Element-wise maximum over ranks."""
+        return self._reduce(values, dist.ReduceOp.MAX)
 
     def gather_states(self, state: Tensor) -> Tensor:
         r"""Every rank's generator state, stacked (rank-major)."""
