@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader
 from ._inputs import check_positive_int, format_eval_data, layer_names
 from .bandit import BoundConfig, TopKRule
 from .distributed import Collective, rank_seed
-from .estimator import Budget, TMABEstimator
+from .estimator import Budget, TMABEstimator, fingerprint
 from .game import UnitGame, model_guard, reference_pass
-from .metrics import Metric, accuracy, metric_bounds
+from .metrics import accuracy, metric_bounds
 from .prefix import trace_prefix
 from .removal import (
     LayerUnits,
@@ -202,8 +202,6 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             >>> phi = ns.attribute(x_val, target=y_val, top_k=5, seed=0)
         """
         check_positive_int("top_k", top_k)
-        check_positive_int("perturbations_per_eval", perturbations_per_eval, False)
-        check_positive_int("batch_size", batch_size)
         check_positive_int("subset_size", subset_size)
         check_positive_int("chains_per_round", chains_per_round, False)
         if not (isinstance(epsilon, (int, float)) and epsilon >= 0):
@@ -212,13 +210,12 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             )
         budget = Budget(max_evaluations, max_permutations, max_time)
         bounds_cfg = BoundConfig(bound, delta, min_samples)
-        xs, target = format_eval_data(inputs, target)
         generator = torch.Generator()
         base_seed = int(seed) if seed is not None else _fresh_seed()
         generator.manual_seed(rank_seed(base_seed, Collective().rank))
         with model_guard(self.forward_func):
-            game = self._game(
-                xs,
+            game = self.game(
+                inputs,
                 target,
                 metric,
                 layer_baselines,
@@ -251,7 +248,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 _marginal_range(game.metric),
                 checkpoint,
                 checkpoint_interval,
-                _fingerprint(sampler, seed, top_k, epsilon, bounds_cfg),
+                fingerprint(sampler, seed, top_k, epsilon, bounds_cfg),
                 show_progress,
                 callback,
             ).run()
@@ -290,29 +287,6 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         check_positive_int("perturbations_per_eval", perturbations_per_eval, False)
         check_positive_int("batch_size", batch_size)
         xs, target = format_eval_data(inputs, target)
-        return self._game(
-            xs,
-            target,
-            metric,
-            layer_baselines,
-            layer_mask,
-            perturbations_per_eval,
-            batch_size,
-            cache_activations,
-        )
-
-    # -- helpers -------------------------------------------------------------
-    def _game(
-        self,
-        xs: Tuple[Tensor, ...],
-        target: Any,
-        metric: Optional[Callable],
-        layer_baselines: Any,
-        layer_mask: Any,
-        perturbations_per_eval: int,
-        batch_size: Optional[int],
-        cache_activations: bool,
-    ) -> UnitGame:
         if metric is None:
             if target is None:
                 raise ValueError(
@@ -447,39 +421,3 @@ def _fresh_seed() -> int:
     import secrets
 
     return secrets.randbits(62)
-
-
-def _fingerprint(
-    sampler: ChainSampler,
-    seed: Optional[int],
-    top_k: Optional[int],
-    epsilon: float,
-    bound: BoundConfig,
-) -> dict:
-    r"""The settings a checkpoint must match to be resumed."""
-    game = sampler.game
-    metric = game.metric
-    return {
-        "layers": [u.name for u in game.units],
-        "metric": (
-            repr(metric)
-            if isinstance(metric, Metric)
-            else getattr(metric, "__qualname__", type(metric).__name__)
-        ),
-        "full_value": game.full_value(),
-        "empty_value": game.empty_value(),
-        "n_units": game.n_units,
-        "n_examples": game.n_examples,
-        "seed": seed,
-        "truncation": sampler.truncation,
-        "top_k": top_k,
-        "epsilon": float(epsilon),
-        "bound": bound.mode,
-        "delta": float(bound.delta),
-        "min_samples": bound.min_samples,
-        "subset_size": sampler.subset_size,
-        "antithetic": sampler.antithetic,
-        "chains_per_round": sampler.chains_per_round,
-        "perturbations_per_eval": game.perturbations_per_eval,
-        "world_size": Collective().world,
-    }

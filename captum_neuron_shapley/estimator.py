@@ -14,11 +14,12 @@ from tqdm.auto import tqdm
 
 from .bandit import BoundConfig, TopKRule
 from .distributed import Collective
+from .metrics import Metric
 from .result import atomic_save, safe_load
 from .sampler import ChainSampler
 from .statistics import RunningStats
 
-__all__ = ["Budget", "TMABEstimator"]
+__all__ = ["Budget", "TMABEstimator", "fingerprint"]
 
 
 @dataclass
@@ -236,3 +237,39 @@ class TMABEstimator:
 
 def _left(limit: Optional[int], used: int) -> Optional[int]:
     return None if limit is None else max(limit - used, 0)
+
+
+def fingerprint(
+    sampler: ChainSampler,
+    seed: Optional[int],
+    top_k: Optional[int],
+    epsilon: float,
+    bound: BoundConfig,
+) -> dict:
+    r"""The settings a checkpoint must match to be resumed."""
+    game = sampler.game
+    metric = game.metric
+    return {
+        "layers": [u.name for u in game.units],
+        "metric": (
+            repr(metric)
+            if isinstance(metric, Metric)
+            else getattr(metric, "__qualname__", type(metric).__name__)
+        ),
+        "full_value": game.full_value(),
+        "empty_value": game.empty_value(),
+        "n_units": game.n_units,
+        "n_examples": game.n_examples,
+        "seed": seed,
+        "truncation": sampler.truncation,
+        "top_k": top_k,
+        "epsilon": float(epsilon),
+        "bound": bound.mode,
+        "delta": float(bound.delta),
+        "min_samples": bound.min_samples,
+        "subset_size": sampler.subset_size,
+        "antithetic": sampler.antithetic,
+        "chains_per_round": sampler.chains_per_round,
+        "perturbations_per_eval": game.perturbations_per_eval,
+        "world_size": Collective().world,
+    }
