@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -267,9 +267,6 @@ class UnitGame:
             self._empty_outputs = self.outputs(none)[0]
         out = self._empty_outputs if idx is None else self._empty_outputs[idx]
         return float(self.score(out.unsqueeze(0), idx)[0])
-
-    def state(self) -> Dict[str, int]:
-        return {"n_evaluations": self.n_evaluations, "n_forward": self.n_forward}
 
 
 def _as_float(v: Any) -> float:
