@@ -29,6 +29,7 @@ from .sampler import ChainSampler, truncation_threshold
 __all__ = ["NeuronShapley", "FilterShapley"]
 
 PAPER_PATIENCE = 6
+DEFAULT_STRATA = 4  # cyclic shifts per cycle when `strata` is None
 
 Baseline = Union[None, str, float, int, Tensor]
 
@@ -94,6 +95,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         min_samples: Optional[int] = None,
         subset_size: Optional[int] = None,
         antithetic: bool = False,
+        strata: Optional[int] = None,
         chains_per_round: int = 1,
         perturbations_per_eval: int = 1,
         batch_size: Optional[int] = None,
@@ -154,10 +156,22 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             delta (float, optional): Failure probability of the intervals
                 (default 0.05; 0.2 in paper mode).
             min_samples (int, optional): Samples a unit needs before it can leave
-                the active set (default 20 for ``"normal"``, 2 otherwise).
+                the active set (default for ``"normal"``: 20 chains' worth, i.e.
+                20 samples, 10 antithetic pairs or ``ceil(20 / strata)`` cycles,
+                at least 5; 2 otherwise).
             subset_size (int, optional): Evaluate each chain on this many examples
                 drawn at random (the same ones along the whole chain).
-            antithetic (bool): Pair each chain with its reversed order.
+            antithetic (bool): Pair each chain with its reversed order (the
+                pair's mean marginal is one sample).
+            strata (int, optional): Draw chains in cycles of ``strata`` cyclic
+                shifts of one random removal order, so that over a cycle each unit
+                is removed once in every band of ``n_units / strata`` positions;
+                the cycle's mean marginal is one sample. Unbiased (each chain is a
+                uniformly random order) and stratified by position, which removes
+                the variance between early, middle and truncated positions (about
+                half of it on the digits CNN with ``strata=8``). ``1``: independent
+                chains. Default: ``4`` (or the number of units, if fewer; ``1``
+                with ``antithetic``, which it excludes).
             chains_per_round (int): Chains walked together, their states sharing
                 forward passes (useful on GPUs with a large
                 ``perturbations_per_eval``; unbiased, as every chain is an
@@ -204,6 +218,11 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         check_positive_int("top_k", top_k)
         check_positive_int("subset_size", subset_size)
         check_positive_int("chains_per_round", chains_per_round, False)
+        check_positive_int("strata", strata)
+        if antithetic and strata is not None and strata > 1:
+            raise ValueError(
+                "`antithetic` and `strata` > 1 cannot be combined; choose one"
+            )
         if not (isinstance(epsilon, (int, float)) and epsilon >= 0):
             raise ValueError(
                 f"`epsilon` must be a non-negative number, got {epsilon!r}"
@@ -229,6 +248,16 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                     f"`top_k` must be smaller than the number of units "
                     f"({game.n_units}), got {top_k}"
                 )
+            if strata is None:
+                strata = 1 if antithetic else min(DEFAULT_STRATA, game.n_units)
+            if strata > game.n_units:
+                raise ValueError(
+                    f"`strata` must be at most the number of units "
+                    f"({game.n_units}), got {strata}"
+                )
+            if min_samples is None and bound == "normal":  # 20 chains' worth
+                min_samples = max(5, -(-20 // (2 if antithetic else strata)))
+                bounds_cfg = BoundConfig(bound, delta, min_samples)
             v_all, v_none = game.full_value(), game.empty_value()
             threshold = truncation_threshold(truncation, v_all, v_none)
             sampler = ChainSampler(
@@ -239,6 +268,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 subset_size,
                 antithetic,
                 chains_per_round,
+                strata,
             )
             estimator = TMABEstimator(
                 sampler,

@@ -269,6 +269,7 @@ def fingerprint(
         "min_samples": bound.min_samples,
         "subset_size": sampler.subset_size,
         "antithetic": sampler.antithetic,
+        "strata": sampler.strata,
         "chains_per_round": sampler.chains_per_round,
         "perturbations_per_eval": game.perturbations_per_eval,
         "world_size": Collective().world,

@@ -114,14 +114,32 @@ def neuron_groups(
     return groups.view(mask.shape), unit_ids
 
 
-def _replace(units: LayerUnits, keep: Tensor, out: Tensor) -> Tensor:
-    r"""Replace the removed units of ``out`` (shape ``(M * B, *S)``)."""
+def _replace(units: LayerUnits, keep: Tensor, out: Tensor, inplace: bool) -> Tensor:
+    r"""Replace the removed units of ``out`` (shape ``(M * B, *S)``), writing into
+    ``out`` itself when ``inplace`` (no new activation-sized tensor)."""
     m = keep.shape[0]
     shaped = out.reshape(m, out.shape[0] // m, *out.shape[1:])
     keep = keep.to(out.device)  # no-op unless the model moves tensors itself
     present = keep[:, units.groups.to(out.device)].unsqueeze(1)  # (M, 1, *groups)
     base = units.baseline.to(dtype=out.dtype, device=out.device)
+    if inplace and shaped.data_ptr() == out.data_ptr():
+        torch.where(present, shaped, base, out=shaped)
+        return out
     return torch.where(present, shaped, base).reshape(out.shape)
+
+
+def _owns(module: nn.Module, out: Tensor, inputs: Any) -> bool:
+    r"""Whether a layer's output is a fresh tensor that nothing else can see (not
+    a view, sharing no memory with an input or with the module's parameters and
+    buffers, outside autograd), so that it may be overwritten in place."""
+    if out._base is not None or out.requires_grad or not out.is_contiguous():
+        return False
+    ptr = out.untyped_storage().data_ptr()
+    others = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
+    others += list(module.parameters()) + list(module.buffers())
+    return not any(
+        isinstance(x, Tensor) and x.untyped_storage().data_ptr() == ptr for x in others
+    )
 
 
 @contextlib.contextmanager
@@ -137,7 +155,10 @@ def ablate(
             model sees must be ``M`` copies of the evaluation examples, coalition-major.
             ``None`` for a layer means nothing is removed there (no hook).
 
-    Hooks are removed when the block exits, also after an exception.
+    A layer's output is overwritten in place when it is a fresh tensor (not a
+    view, not sharing memory with the layer's inputs, parameters or buffers);
+    otherwise a new tensor is returned. Hooks are removed when the block exits,
+    also after an exception.
     """
     handles = []
 
@@ -148,7 +169,7 @@ def ablate(
                     f"`layer` {u.name!r} returned {type(out).__name__}; only layers "
                     "whose output is a single Tensor can be ablated"
                 )
-            return _replace(u, k, out)
+            return _replace(u, k, out, _owns(module, out, inputs))
 
         return hook
 

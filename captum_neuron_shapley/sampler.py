@@ -88,7 +88,15 @@ class ChainSampler:
         subset_size (int, optional): Evaluate each chain on this many examples
             drawn at random without replacement (all examples if None).
         antithetic (bool): Pair each chain with its reversed order.
-        chains_per_round (int): Chains drawn per round and walked in lockstep, so
+        strata (int): Draw chains in cycles of ``strata`` cyclic shifts of one
+            random order (1: independent chains). Over a cycle every unit is
+            removed once in each band of ``n / strata`` positions (exactly when
+            ``strata`` divides ``n``, within a position otherwise), so the cycle's
+            mean marginal is a stratified sample of the unit's Shapley value:
+            unbiased (each chain is a uniformly random order), with the variance
+            between bands of positions removed. Exclusive with ``antithetic``.
+        chains_per_round (int): Sets of chains (one chain, an antithetic pair or
+            a cycle of ``strata`` shifts) drawn per round and walked in lockstep, so
             that the states of several chains share each forward pass (of
             ``perturbations_per_eval`` coalitions). With ``subset_size`` each
             chain has its own examples and the chains are walked one by one.
@@ -103,7 +111,12 @@ class ChainSampler:
         subset_size: Optional[int] = None,
         antithetic: bool = False,
         chains_per_round: int = 1,
+        strata: int = 1,
     ) -> None:
+        if antithetic and strata > 1:
+            raise ValueError(
+                "`antithetic` and `strata` > 1 cannot be combined; choose one"
+            )
         self.game = game
         self.generator = generator
         self.truncation = truncation
@@ -111,6 +124,7 @@ class ChainSampler:
         self.subset_size = subset_size
         self.antithetic = antithetic
         self.chains_per_round = chains_per_round
+        self.strata = strata
 
     def _subset(self) -> Optional[Tensor]:
         n = self.game.n_examples
@@ -118,66 +132,79 @@ class ChainSampler:
             return None
         return torch.randperm(n, generator=self.generator)[: self.subset_size]
 
+    @property
+    def set_size(self) -> int:
+        r"""Chains whose marginals are averaged into one sample."""
+        return 2 if self.antithetic else self.strata
+
+    def _draw_set(self, size: int) -> List[Tensor]:
+        r"""One random removal order and its companions: its reverse (antithetic),
+        or its ``strata`` cyclic shifts by ``j * n / strata`` places, so that over
+        the set every unit is removed once in each ``n / strata``-wide band of
+        positions. Each order on its own is a uniformly random permutation."""
+        n = self.game.n_units
+        perm = torch.randperm(n, generator=self.generator)
+        if self.antithetic:
+            return [perm, perm.flip(0)][:size]
+        return [perm.roll(j * n // self.strata) for j in range(size)]
+
     def sample(
         self,
         active: Tensor,
         max_evaluations: Optional[int] = None,
         max_chains: Optional[int] = None,
     ) -> Tuple[List[Tuple[Tensor, Tensor]], int]:
-        r"""Draw up to ``chains_per_round`` chains (each paired with its reverse if
-        antithetic; at most ``max_chains`` chains in all) and walk them.
+        r"""Draw up to ``chains_per_round`` sets of chains (a set is one chain, an
+        antithetic pair or a cycle of ``strata`` shifts; at most ``max_chains``
+        chains in all, the last set cut short if needed) and walk them.
 
-        Returns the samples, one ``(units, marginals)`` per chain (per pair if
-        antithetic: the pair's two marginals of a unit are averaged into one
-        sample, since they are not independent), and the number of chains
-        completed. Chains cut short by ``max_evaluations`` (a limit on the game's
-        evaluation count) are dropped: their evaluations count, their marginals,
+        Returns the samples, one ``(units, marginals)`` per set (the marginals of
+        a unit along the set's chains are averaged into one sample, since they
+        are not independent), and the number of chains completed. Chains cut short
+        by ``max_evaluations`` (a limit on the game's evaluation count) are
+        dropped with their whole set: their evaluations count, their marginals,
         which come only from the large coalitions early in the chain, do not.
         """
-        limit = self.chains_per_round * (2 if self.antithetic else 1)
+        limit = self.chains_per_round * self.set_size
         if max_chains is not None:
             limit = min(limit, max_chains)
         groups: List[Tuple[List[Tensor], Optional[Tensor]]] = []  # walked together
+        sizes: List[int] = []  # chains per set, in walking order
         drawn = 0
         while drawn < limit:
-            perm = torch.randperm(self.game.n_units, generator=self.generator)
-            pair = (
-                [perm, perm.flip(0)]
-                if self.antithetic and limit - drawn > 1
-                else [perm]
-            )
-            drawn += len(pair)
-            idx = self._subset()
+            chains = self._draw_set(min(self.set_size, limit - drawn))
+            drawn += len(chains)
+            sizes.append(len(chains))
+            idx = self._subset()  # one set, the same examples
             if idx is None and groups:
-                groups[0][0].extend(pair)
+                groups[0][0].extend(chains)
             else:
-                groups.append((pair, idx))
+                groups.append((chains, idx))
         walked: List[Optional[Tuple[Tensor, Tensor]]] = []
         for perms, idx in groups:
             walked.extend(self.walk(perms, active, idx, max_evaluations))
         done = sum(w is not None for w in walked)
-        if self.antithetic:
-            walked = self._pair_means(walked, groups)
+        if self.set_size > 1:
+            walked = self._set_means(walked, sizes)
         return [w for w in walked if w is not None], done
 
-    def _pair_means(
-        self,
-        walked: List[Optional[Tuple[Tensor, Tensor]]],
-        groups: List[Tuple[List[Tensor], Optional[Tensor]]],
+    def _set_means(
+        self, walked: List[Optional[Tuple[Tensor, Tensor]]], sizes: List[int]
     ) -> List[Optional[Tuple[Tensor, Tensor]]]:
-        r"""One sample per antithetic pair: the mean of its two marginals."""
+        r"""One sample per set: the mean of its chains' marginals (None when a
+        chain of the set was cut short)."""
         out, i = [], 0
-        for perms, _ in groups:
-            for j in range(0, len(perms), 2):
-                a = walked[i + j]
-                b = walked[i + j + 1] if j + 1 < len(perms) else None
-                if a is None or b is None:
-                    out.append(a if b is None and j + 1 >= len(perms) else None)
-                    continue
-                dense = torch.zeros(2, self.game.n_units, dtype=torch.float64)
-                dense[0, a[0]], dense[1, b[0]] = a[1], b[1]
-                out.append((a[0], dense[:, a[0]].mean(0)))
-            i += len(perms)
+        for size in sizes:
+            chains = walked[i : i + size]
+            i += size
+            if any(c is None for c in chains):
+                out.append(None)
+                continue
+            dense = torch.zeros(size, self.game.n_units, dtype=torch.float64)
+            for row, (units, marginals) in zip(dense, chains):
+                row[units] = marginals
+            units = chains[0][0]
+            out.append((units, dense[:, units].mean(0)))
         return out
 
     def chain(

@@ -27,8 +27,14 @@ def test_callback_sees_every_round_and_can_stop(tiny, tiny_data):
         return est.n_permutations >= 3
 
     res = FilterShapley(tiny, tiny.conv1).attribute(
-        x, target=y, max_permutations=50, callback=cb, seed=0, return_result=True
+        x,
+        target=y,
+        max_permutations=50,
+        callback=cb,
+        seed=0,
+        strata=1,
+        return_result=True,
     )
-    assert [p for p, _ in seen] == [1, 2, 3]
+    assert [p for p, _ in seen] == [1, 2, 3]  # one chain per round
     assert res.n_permutations == 3 and not res.converged
     assert seen[-1][1] == res.n_evaluations

@@ -61,7 +61,7 @@ def test_two_processes_agree_with_one(tmp_path):
     # all ranks return the same result, for the whole run
     assert torch.equal(r0.flat_values, r1.flat_values)
     assert r0.n_evaluations == r1.n_evaluations and r0.n_permutations == 200
-    assert int(r0.counts.min()) == 200
+    assert int(r0.counts.min()) == 50  # one sample per cycle of 4 chains
     # 2 ranks x (1 evaluation of V(none) + 100 chains x 6 states: the 7th state,
     # every unit removed, is V(none) again, cached)
     assert r0.n_evaluations == 2 * (1 + 100 * 6)

@@ -102,3 +102,29 @@ def test_antithetic_chains_match_enumeration(tiny, tiny_data):
     # the two chains are dependent, so each pair is one sample of the statistics.
     assert res.n_permutations == 600 and (res.counts == 300).all()
     assert ((res.flat_values - exact).abs() <= Z_TOL * res.flat_stderr + 1e-9).all()
+
+
+def test_stratified_chains_match_enumeration(tiny, tiny_data):
+    (x, y), _ = tiny_data
+    fs = FilterShapley(tiny, [tiny.conv1, tiny.conv2])
+    metric = NegativeCrossEntropy()
+    exact = exact_shapley(fs.game(x, target=y, metric=metric))
+    res = fs.attribute(
+        x,
+        target=y,
+        metric=metric,
+        truncation=None,
+        strata=4,
+        epsilon=0.0,
+        max_permutations=602,  # 150 full cycles and one cut to 2 chains
+        perturbations_per_eval=7,
+        seed=6,
+        return_result=True,
+    )
+    # Every shifted order is a uniform permutation, so each cycle's mean marginal
+    # is unbiased (also the last, partial one); the chains of a cycle are
+    # dependent, so each cycle is one sample of the statistics.
+    assert res.n_permutations == 602 and (res.counts == 151).all()
+    assert ((res.flat_values - exact).abs() <= Z_TOL * res.flat_stderr + 1e-9).all()
+    # without truncation every chain's marginals sum to V(all) - V(none)
+    assert abs(float(res.convergence_delta)) < 1e-9

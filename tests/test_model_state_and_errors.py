@@ -161,6 +161,18 @@ def test_empty_inputs_and_length_mismatch(mlp_data):
         ns.attribute(x)
 
 
+def test_bad_strata(mlp_data):
+    model, x, y = mlp_data
+    ns = NeuronShapley(model, model.fc1)  # 6 units
+    with pytest.raises(ValueError, match="`strata` must be a positive integer"):
+        ns.attribute(x, target=y, strata=0)
+    with pytest.raises(ValueError, match="`strata` must be at most the number"):
+        ns.attribute(x, target=y, strata=7)
+    with pytest.raises(ValueError, match="`antithetic` and `strata`"):
+        ns.attribute(x, target=y, strata=2, antithetic=True)
+    assert _no_hooks(model)
+
+
 @pytest.mark.parametrize("name", ["max_evaluations", "max_permutations", "max_time"])
 @pytest.mark.parametrize("value", [0, -3])
 def test_non_positive_budgets(mlp_data, name, value):

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from captum_neuron_shapley import FilterShapley
+from captum_neuron_shapley import FilterShapley, NeuronShapley
 from captum_neuron_shapley.prefix import trace_prefix
 
 
@@ -101,3 +101,68 @@ def test_a_layer_called_twice_is_refused():
     with pytest.raises(ValueError, match="called more than once per forward"):
         FilterShapley(net, net.relu).attribute(x, target=torch.zeros(4).long())
     assert not net.relu._forward_hooks
+
+
+def test_in_place_replacement_spares_aliased_outputs():
+    # Removal writes into a layer's output only when nothing else can see it.
+    # Here one ablated layer returns its input (read again by the skip
+    # connection) and another returns its own buffer: both must be left intact.
+    class Stored(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("table", torch.arange(1.0, 4.0).view(1, 3))
+
+        def forward(self, x):
+            return self.table.expand(x.shape[0], 3)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+            self.same = nn.Identity()
+            self.stored = Stored()
+
+        def forward(self, x):
+            h = self.lin(x)
+            return self.same(h) + h + self.stored(x)
+
+    torch.manual_seed(0)
+    net, x = Net(), torch.randn(5, 3)
+    metric = lambda out, t: float(out.sum())  # noqa: E731
+    for layer in (net.same, net.stored):
+        game = NeuronShapley(net, layer).game(
+            x, target=None, metric=metric, layer_baselines=0.0
+        )
+        keep = torch.tensor([[True, False, True], [False, False, True]])
+        with torch.no_grad():
+            h, table = net.lin(x), net.stored.table.clone()
+            if layer is net.same:
+                want = [float((h * k + h + table).sum()) for k in keep.float()]
+            else:
+                want = [float((h + h + table * k).sum()) for k in keep.float()]
+        got = game.value(keep)
+        assert torch.allclose(got, torch.tensor(want, dtype=torch.float64), atol=1e-4)
+        assert torch.equal(net.stored.table, table)
+
+
+def test_fresh_outputs_are_overwritten_in_place(tiny, tiny_data, monkeypatch):
+    # the in-place path is taken for ordinary conv outputs and gives the same
+    # outputs as the path that allocates a new tensor
+    from captum_neuron_shapley import removal
+
+    (x, y), _ = tiny_data
+    game = FilterShapley(tiny, [tiny.conv1, tiny.conv2]).game(x, target=y)
+    keep = torch.rand(6, game.n_units, generator=torch.Generator().manual_seed(0))
+    keep = keep > 0.5
+    seen = []
+    original = removal._owns
+
+    def spy(*args):
+        seen.append(original(*args))
+        return seen[-1]
+
+    monkeypatch.setattr(removal, "_owns", spy)
+    fast = game.outputs(keep)
+    assert len(seen) == 12 and all(seen)  # 6 passes, 2 layers
+    monkeypatch.setattr(removal, "_owns", lambda *args: False)
+    assert torch.equal(fast, game.outputs(keep))

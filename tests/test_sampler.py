@@ -1,5 +1,8 @@
 """Chains walked together give exactly what they give walked one by one."""
 
+from types import SimpleNamespace
+
+import pytest
 import torch
 
 from captum_neuron_shapley import FilterShapley
@@ -54,7 +57,10 @@ def test_chains_per_round_is_unbiased(tiny, tiny_data):
     assert ((res.flat_values - exact).abs() <= Z_TOL * res.flat_stderr + 1e-9).all()
 
 
-def test_normal_bound_does_not_freeze_a_unit_whose_first_samples_agree(tiny, tiny_data):
+@pytest.mark.parametrize("strata", [1, None])
+def test_normal_bound_does_not_freeze_a_unit_whose_first_samples_agree(
+    tiny, tiny_data, strata
+):
     (x, y), _ = tiny_data
     fs = FilterShapley(tiny, [tiny.conv1, tiny.conv2])
     exact = exact_shapley(fs.game(x, target=y))
@@ -68,9 +74,11 @@ def test_normal_bound_does_not_freeze_a_unit_whose_first_samples_agree(tiny, tin
         max_permutations=400,
         perturbations_per_eval=16,
         seed=3,
+        strata=strata,
         return_result=True,
     )
-    assert exact[1] > 0.03 and res.counts[1] > 100
+    # independent chains: over 100 of them; cycles of 4 (default): active to the end
+    assert exact[1] > 0.03 and res.counts[1] > (100 if strata == 1 else 99)
     assert (res.flat_values[1] - exact[1]).abs() <= Z_TOL * res.flat_stderr[1]
 
 
@@ -82,6 +90,8 @@ def test_max_permutations_is_exact(tiny, tiny_data):
         (dict(antithetic=True), 5),
         (dict(chains_per_round=4), 5),
         (dict(chains_per_round=3, antithetic=True), 7),
+        (dict(strata=4), 3),
+        (dict(chains_per_round=2, strata=3), 8),
     ]:
         res = fs.attribute(
             x,
@@ -93,3 +103,41 @@ def test_max_permutations_is_exact(tiny, tiny_data):
             **kw,
         )
         assert res.n_permutations == n, (kw, n)
+
+
+def test_strata_cycle_visits_every_band():
+    for n, strata in ((12, 4), (160, 8), (9, 3)):
+        game = SimpleNamespace(n_units=n)
+        sampler = ChainSampler(game, torch.Generator().manual_seed(0), strata=strata)
+        perms = sampler._draw_set(strata)
+        assert all((p.sort().values == torch.arange(n)).all() for p in perms)
+        ranks = torch.stack([torch.argsort(p) for p in perms])  # (strata, n)
+        bands = ranks * strata // n
+        # each unit is removed once in each band of n / strata positions
+        want = torch.arange(strata).unsqueeze(1)
+        assert (bands.sort(0).values == want).all(), (n, strata)
+
+
+def test_stratified_cycles_reduce_variance():
+    # A game whose marginals depend only on the position: a unit removed while
+    # more than half of the units are present adds nothing, later it adds 1.
+    # Independent chains have per-sample variance 1/4; a cycle of 2 half-shifts
+    # puts each unit once in each half, so every cycle mean is exactly 1/2.
+    class HalfGame:
+        n_units, n_examples, n_evaluations, perturbations_per_eval = 8, 1, 0, 8
+
+        def full_value(self, idx=None):
+            return 4.0
+
+        def value(self, keep, idx=None):
+            self.n_evaluations += keep.shape[0]
+            return keep.sum(1).double().clamp(max=4.0)
+
+    for strata, exact_half in ((1, False), (2, True)):
+        sampler = ChainSampler(
+            HalfGame(), torch.Generator().manual_seed(1), strata=strata
+        )
+        active = torch.ones(8, dtype=torch.bool)
+        means = [m for _ in range(50) for _, m in sampler.sample(active)[0]]
+        spread = torch.stack(means).std()
+        assert (spread == 0) == exact_half, (strata, spread)
