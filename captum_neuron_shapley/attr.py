@@ -172,10 +172,11 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 half of it on the digits CNN with ``strata=8``). ``1``: independent
                 chains. Default: ``4`` (or the number of units, if fewer; ``1``
                 with ``antithetic``, which it excludes).
-            chains_per_round (int): Chains walked together, their states sharing
-                forward passes (useful on GPUs with a large
-                ``perturbations_per_eval``; unbiased, as every chain is an
-                independent permutation).
+            chains_per_round (int): Sets of chains (a cycle of ``strata``
+                chains, an antithetic pair or one chain) walked together, their
+                states sharing forward passes (useful on GPUs with a large
+                ``perturbations_per_eval``; unbiased, as every set is drawn
+                independently).
             perturbations_per_eval (int): Coalitions evaluated in one forward pass
                 (the batch is ``perturbations_per_eval`` copies of the examples).
             batch_size (int, optional): Examples per forward pass (all if None).

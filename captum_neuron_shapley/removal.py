@@ -120,9 +120,18 @@ def _replace(units: LayerUnits, keep: Tensor, out: Tensor, inplace: bool) -> Ten
     m = keep.shape[0]
     shaped = out.reshape(m, out.shape[0] // m, *out.shape[1:])
     keep = keep.to(out.device)  # no-op unless the model moves tensors itself
-    present = keep[:, units.groups.to(out.device)].unsqueeze(1)  # (M, 1, *groups)
     base = units.baseline.to(dtype=out.dtype, device=out.device)
-    if inplace and shaped.data_ptr() == out.data_ptr():
+    inplace = inplace and shaped.data_ptr() == out.data_ptr()
+    if inplace and units.kind == "filter" and out.device.type == "cpu":
+        # write only the removed channels (on a GPU, nonzero would sync)
+        full = base.expand(units.out_shape)
+        for j, row in enumerate(keep):
+            gone = (~row).nonzero().flatten()
+            if gone.numel():
+                shaped[j][:, gone] = full[gone]
+        return out
+    present = keep[:, units.groups.to(out.device)].unsqueeze(1)  # (M, 1, *groups)
+    if inplace:
         torch.where(present, shaped, base, out=shaped)
         return out
     return torch.where(present, shaped, base).reshape(out.shape)
@@ -136,7 +145,9 @@ def _owns(module: nn.Module, out: Tensor, inputs: Any) -> bool:
         return False
     ptr = out.untyped_storage().data_ptr()
     others = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
-    others += list(module.parameters()) + list(module.buffers())
+    for m in module.modules():  # direct dict access: this runs every forward
+        others.extend(m._parameters.values())
+        others.extend(m._buffers.values())
     return not any(
         isinstance(x, Tensor) and x.untyped_storage().data_ptr() == ptr for x in others
     )

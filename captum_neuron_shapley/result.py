@@ -71,7 +71,8 @@ class ShapleyResult:
         flat_values (Tensor): Mean sampled marginal contribution of each unit.
         flat_stderr (Tensor): Its standard error (``inf`` with fewer than 2 samples).
         flat_radius (Tensor): Half-width of its confidence interval (see ``bound``).
-        counts (Tensor): Number of marginal samples of each unit.
+        counts (Tensor): Number of samples of each unit (one per chain, or per
+            antithetic pair or cycle of ``strata`` chains).
         n_evaluations (int): Coalitions evaluated by running the model.
         n_permutations (int): Permutation chains drawn.
         converged (bool): Whether the stopping rule was met (not a budget).

@@ -148,8 +148,8 @@ def render(s: Dict[str, Any]) -> Tuple[str, str]:
             f"{r['evaluations']} | {r['wall_s']:.1f} |"
             for r in runs
         ],
-        f"| plain truncated Monte Carlo, every unit for {s['plain_tmc']['chains']} "
-        f"chains (the bandit's most-sampled unit had "
+        f"| truncated Monte Carlo (bandit off), every unit for "
+        f"{s['plain_tmc']['chains']} chains (the bandit walked "
         f"{s['plain_tmc']['chains_requested']}"
         + ("" if s["plain_tmc"]["converged"] else "; stopped by the budget")
         + ") | "

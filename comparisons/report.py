@@ -151,8 +151,9 @@ def run_report(setup: Setup, opts: Options) -> Dict[str, Any]:
         vals[1 + len(runs) :],
     )
 
-    # plain truncated Monte Carlo for as many chains as the bandit's busiest unit
-    n_chains = int(res0.counts.max())
+    # truncated Monte Carlo with the bandit off (the same stratified chains), for
+    # as many chains as the bandit walked: its last active unit was in every one
+    n_chains = res0.n_permutations
     plain_kw = dict(base_kw)  # bounded by the number of chains, not evaluations
     if opts.quick:
         plain_kw.update(_budgets(opts, len(setup.y_val), small=False))
