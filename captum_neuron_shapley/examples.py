@@ -107,6 +107,7 @@ def train_digits_cnn(
                 loss = F.cross_entropy(model(splits.x_train[idx]), splits.y_train[idx])
                 loss.backward()
                 opt.step()
+    model.zero_grad(set_to_none=True)  # hand over a model like a loaded one
     return model.eval()
 
 

@@ -48,3 +48,18 @@ def test_remove_units_matches_the_game(tiny, tiny_data):
     assert curve.shape == (3,) and curve[0] > curve[2]
     with pytest.raises(ValueError, match="`units` must be flat unit indices"):
         metric_after_removal(tiny, res, [[7]], x, y)
+
+
+def test_trained_digits_cnn_fresh_equals_cached(tmp_path):
+    # Trained on a cold cache (as on a fresh CI machine), the model must look like
+    # the one loaded from the cache: same weights, eval mode, no gradients left
+    # over from training.
+    from captum_neuron_shapley.examples import trained_digits_cnn
+
+    fresh = trained_digits_cnn(cache_dir=tmp_path)
+    cached = trained_digits_cnn(cache_dir=tmp_path)
+    for model in (fresh, cached):
+        assert not model.training
+        assert all(p.grad is None for p in model.parameters())
+    for a, b in zip(fresh.state_dict().values(), cached.state_dict().values()):
+        assert torch.equal(a, b)
