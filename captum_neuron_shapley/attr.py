@@ -170,8 +170,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 uniformly random order) and stratified by position, which removes
                 the variance between early, middle and truncated positions (about
                 half of it on the digits CNN with ``strata=8``). ``1``: independent
-                chains. Default: ``4`` (or the number of units, if fewer; ``1``
-                with ``antithetic``, which it excludes).
+                chains. Default: ``4`` (or the number of units, if fewer); ``1``
+                with ``antithetic``, which it excludes, and with ``bound="paper"``
+                (the original code's independent chains).
             chains_per_round (int): Sets of chains (a cycle of ``strata``
                 chains, an antithetic pair or one chain) walked together, their
                 states sharing forward passes (useful on GPUs with a large
@@ -249,8 +250,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                     f"`top_k` must be smaller than the number of units "
                     f"({game.n_units}), got {top_k}"
                 )
-            if strata is None:
-                strata = 1 if antithetic else min(DEFAULT_STRATA, game.n_units)
+            if strata is None:  # paper mode: the original code's independent chains
+                plain = antithetic or bound == "paper"
+                strata = 1 if plain else min(DEFAULT_STRATA, game.n_units)
             if strata > game.n_units:
                 raise ValueError(
                     f"`strata` must be at most the number of units "

@@ -160,7 +160,7 @@ def topk_benchmark(fs, data, args, out: Path, lines: List[str]) -> Dict[str, obj
             fs, data, ref, s, budget, epsilon=0.0, strata=1
         ),
         "paper settings": lambda s: our_trajectory(
-            fs, data, ref, s, budget, top_k=K, bound="paper", strata=1
+            fs, data, ref, s, budget, top_k=K, bound="paper"
         ),
         "Captum ShapleyValueSampling": lambda s: svs_trajectory(
             fs, data, ref, s, budget

@@ -141,3 +141,25 @@ def test_stratified_cycles_reduce_variance():
         means = [m for _ in range(50) for _, m in sampler.sample(active)[0]]
         spread = torch.stack(means).std()
         assert (spread == 0) == exact_half, (strata, spread)
+
+
+def test_default_strata(tiny, tiny_data):
+    # cycles of 4 by default (one sample per cycle); independent chains in paper
+    # mode (the original code) and with antithetic pairs (one sample per pair)
+    (x, y), _ = tiny_data
+    fs = FilterShapley(tiny, [tiny.conv1, tiny.conv2])
+    for kw, samples in (
+        (dict(), 3),
+        (dict(bound="paper"), 12),
+        (dict(antithetic=True), 6),
+    ):
+        res = fs.attribute(
+            x,
+            target=y,
+            max_permutations=12,
+            epsilon=0.0,
+            seed=0,
+            return_result=True,
+            **kw,
+        )
+        assert res.n_permutations == 12 and (res.counts == samples).all(), kw
