@@ -65,8 +65,8 @@ class BoundConfig:
             ``delta = 0.2`` per unit, no union bound.
         delta (float): Failure probability (``None``: 0.05, or 0.2 in paper mode).
         min_samples (int): Samples a unit needs before its interval is finite
-            (``None``: 20 in normal mode, where the normal approximation needs
-            them, 2 otherwise).
+            (``None``: 20 in normal mode, 2 otherwise; ``attribute`` passes 20
+            chains' worth in normal mode, at least 5 samples).
     """
 
     mode: str = "normal"

@@ -137,19 +137,36 @@ def _replace(units: LayerUnits, keep: Tensor, out: Tensor, inplace: bool) -> Ten
     return torch.where(present, shaped, base).reshape(out.shape)
 
 
-def _owns(module: nn.Module, out: Tensor, inputs: Any) -> bool:
-    r"""Whether a layer's output is a fresh tensor that nothing else can see (not
-    a view, sharing no memory with an input or with the module's parameters and
-    buffers, outside autograd), so that it may be overwritten in place."""
-    if out._base is not None or out.requires_grad or not out.is_contiguous():
-        return False
-    ptr = out.untyped_storage().data_ptr()
-    others = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
-    for m in module.modules():  # direct dict access: this runs every forward
-        others.extend(m._parameters.values())
-        others.extend(m._buffers.values())
-    return not any(
-        isinstance(x, Tensor) and x.untyped_storage().data_ptr() == ptr for x in others
+# Layers whose forward returns a tensor freshly allocated by one functional op
+# (exact types: a subclass may override forward).
+_FRESH_OUTPUT = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Linear,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+)
+
+
+def _owns(module: nn.Module, out: Tensor) -> bool:
+    r"""Whether a layer's output may be overwritten in place: the layer is one
+    whose output is always a fresh tensor (conv, linear, batch norm; not a
+    subclass), ours is its only forward hook (an earlier hook may keep the
+    tensor), and the output is a dense, contiguous tensor outside autograd."""
+    global_hooks = getattr(nn.modules.module, "_global_forward_hooks", None)
+    return (
+        type(module) in _FRESH_OUTPUT
+        and len(module._forward_hooks) == 1
+        and not global_hooks
+        and out.layout == torch.strided
+        and out._base is None
+        and not out.requires_grad
+        and out.is_contiguous()
     )
 
 
@@ -166,10 +183,10 @@ def ablate(
             model sees must be ``M`` copies of the evaluation examples, coalition-major.
             ``None`` for a layer means nothing is removed there (no hook).
 
-    A layer's output is overwritten in place when it is a fresh tensor (not a
-    view, not sharing memory with the layer's inputs, parameters or buffers);
-    otherwise a new tensor is returned. Hooks are removed when the block exits,
-    also after an exception.
+    The output of a conv, linear or batch-norm layer with no other forward hook
+    is overwritten in place (it is a fresh tensor nothing else holds); any other
+    layer's output is left as it is and a new tensor is returned. Hooks are
+    removed when the block exits, also after an exception.
     """
     handles = []
 
@@ -180,7 +197,7 @@ def ablate(
                     f"`layer` {u.name!r} returned {type(out).__name__}; only layers "
                     "whose output is a single Tensor can be ablated"
                 )
-            return _replace(u, k, out, _owns(module, out, inputs))
+            return _replace(u, k, out, _owns(module, out))
 
         return hook
 

@@ -44,6 +44,11 @@ class _Walk:
             self.cursor = self.needed.numel()
 
     @property
+    def remaining(self) -> int:
+        r"""States still to evaluate (at most; truncation may stop it sooner)."""
+        return self.needed.numel() - self.cursor
+
+    @property
     def done(self) -> bool:
         return self.cursor >= self.needed.numel()
 
@@ -162,8 +167,9 @@ class ChainSampler:
         a unit along the set's chains are averaged into one sample, since they
         are not independent), and the number of chains completed. Chains cut short
         by ``max_evaluations`` (a limit on the game's evaluation count) are
-        dropped with their whole set: their evaluations count, their marginals,
-        which come only from the large coalitions early in the chain, do not.
+        dropped: their evaluations count, their marginals, which come only from
+        the large coalitions early in the chain, do not; a set whose chains were
+        not all completed gives the mean of those that were.
         """
         limit = self.chains_per_round * self.set_size
         if max_chains is not None:
@@ -191,16 +197,17 @@ class ChainSampler:
     def _set_means(
         self, walked: List[Optional[Tuple[Tensor, Tensor]]], sizes: List[int]
     ) -> List[Optional[Tuple[Tensor, Tensor]]]:
-        r"""One sample per set: the mean of its chains' marginals (None when a
-        chain of the set was cut short)."""
+        r"""One sample per set: the mean of its completed chains' marginals (each
+        chain is a uniformly random order; None when no chain of the set was
+        completed)."""
         out, i = [], 0
         for size in sizes:
-            chains = walked[i : i + size]
+            chains = [c for c in walked[i : i + size] if c is not None]
             i += size
-            if any(c is None for c in chains):
+            if not chains:
                 out.append(None)
                 continue
-            dense = torch.zeros(size, self.game.n_units, dtype=torch.float64)
+            dense = torch.zeros(len(chains), self.game.n_units, dtype=torch.float64)
             for row, (units, marginals) in zip(dense, chains):
                 row[units] = marginals
             units = chains[0][0]
@@ -228,18 +235,26 @@ class ChainSampler:
         r"""Walk removal orders on the same examples in lockstep: each forward pass
         evaluates up to ``perturbations_per_eval`` states, shared fairly among the
         chains still running; truncation is checked per chain after each pass.
-        Stops once the game's evaluation count reaches ``max_evaluations``."""
+        Stops once the game's evaluation count reaches ``max_evaluations``; when
+        what is left of it may not finish every chain, the chains are served in
+        order instead, so that as many as possible complete."""
         thr = self.truncation
         v_full = self.game.full_value(idx)
         walks = [_Walk(p, active, v_full, thr) for p in perms]
         while True:
             running = [w for w in walks if not w.done]
-            budget = self.game.perturbations_per_eval
+            budget = left = self.game.perturbations_per_eval
             if max_evaluations is not None:
-                budget = min(budget, max_evaluations - self.game.n_evaluations)
+                left = max_evaluations - self.game.n_evaluations
+                budget = min(budget, left)
             if not running or budget <= 0:
                 break
-            share = -(-budget // len(running))  # ceil
+            if left < sum(w.remaining for w in running):
+                # the budget may not finish every chain: finish them in order, so
+                # that as many as possible complete (a cut chain is dropped)
+                share = budget
+            else:
+                share = -(-budget // len(running))  # fair share: ceil
             masks, takers = [], []
             for w in running:
                 k = min(share, budget - sum(m.shape[0] for m in masks))

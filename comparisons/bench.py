@@ -69,6 +69,7 @@ def reference_values(fs, data, chains: int) -> torch.Tensor:
         epsilon=0.0,
         seed=12345,
         max_permutations=chains,
+        strata=1,  # plain independent chains, as the cached files were made
         perturbations_per_eval=8,
         show_progress=sys.stderr.isatty(),
         return_result=True,
@@ -80,7 +81,9 @@ def reference_values(fs, data, chains: int) -> torch.Tensor:
 
 def our_trajectory(fs, data, reference, seed, budget, **kw) -> Dict[str, object]:
     r"""Run one of our estimators (at most ``budget`` evaluations) and record the
-    precision of its running estimate after every chain."""
+    precision of its running estimate after every round (one chain, or a cycle of
+    ``strata`` chains: recording less often can only delay our first and stays
+    points)."""
     traj: List[Tuple[int, float]] = []
 
     def cb(est) -> None:

@@ -166,3 +166,20 @@ def test_fresh_outputs_are_overwritten_in_place(tiny, tiny_data, monkeypatch):
     assert len(seen) == 12 and all(seen)  # 6 passes, 2 layers
     monkeypatch.setattr(removal, "_owns", lambda *args: False)
     assert torch.equal(fast, game.outputs(keep))
+
+
+def test_a_user_hook_keeps_the_intact_output(tiny, tiny_data):
+    # a forward hook registered before ours holds the conv's output tensor: it
+    # must still see the intact activations after the coalition was evaluated
+    (x, y), _ = tiny_data
+    game = FilterShapley(tiny, tiny.conv1).game(x, target=y, layer_baselines=0.0)
+    kept = []
+    handle = tiny.conv1.register_forward_hook(lambda m, i, o: kept.append(o))
+    try:
+        keep = torch.tensor([[False, True, True, True]])
+        game.outputs(keep)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        intact = tiny.conv1(x)
+    assert torch.equal(kept[0], intact)  # channel 0 not zeroed in the user's copy

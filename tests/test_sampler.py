@@ -163,3 +163,26 @@ def test_default_strata(tiny, tiny_data):
             **kw,
         )
         assert res.n_permutations == 12 and (res.counts == samples).all(), kw
+
+
+def test_a_small_budget_still_completes_chains_of_a_cycle(tiny, tiny_data):
+    # 20 evaluations cannot finish a cycle of 4 chains over 7 units (6 paid
+    # states each): the chains are then served in order, 3 complete, and their
+    # mean is one sample (before, fair sharing left every chain cut and the run
+    # returned nothing)
+    (x, y), _ = tiny_data
+    fs = FilterShapley(tiny, [tiny.conv1, tiny.conv2])
+    for ppe in (1, 8):
+        res = fs.attribute(
+            x,
+            target=y,
+            truncation=None,
+            max_evaluations=20,
+            perturbations_per_eval=ppe,
+            seed=0,
+            return_result=True,
+        )
+        assert res.n_evaluations == 20 and res.n_permutations == 3
+        assert (res.counts == 1).all()
+        # no truncation: each completed chain's marginals sum to V(all) - V(none)
+        assert abs(float(res.convergence_delta)) < 1e-9
