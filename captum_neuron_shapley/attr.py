@@ -24,12 +24,11 @@ from .removal import (
     resolve_baseline,
 )
 from .result import LayerLayout, ShapleyResult
-from .sampler import ChainSampler, truncation_threshold
+from .sampler import ChainSampler, resolve_strata, truncation_threshold
 
 __all__ = ["NeuronShapley", "FilterShapley"]
 
 PAPER_PATIENCE = 6
-DEFAULT_STRATA = 4  # cyclic shifts per cycle when `strata` is None
 
 Baseline = Union[None, str, float, int, Tensor]
 
@@ -221,10 +220,6 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         check_positive_int("subset_size", subset_size)
         check_positive_int("chains_per_round", chains_per_round, False)
         check_positive_int("strata", strata)
-        if antithetic and strata is not None and strata > 1:
-            raise ValueError(
-                "`antithetic` and `strata` > 1 cannot be combined; choose one"
-            )
         if not (isinstance(epsilon, (int, float)) and epsilon >= 0):
             raise ValueError(
                 f"`epsilon` must be a non-negative number, got {epsilon!r}"
@@ -250,17 +245,10 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                     f"`top_k` must be smaller than the number of units "
                     f"({game.n_units}), got {top_k}"
                 )
-            if strata is None:  # paper mode: the original code's independent chains
-                plain = antithetic or bound == "paper"
-                strata = 1 if plain else min(DEFAULT_STRATA, game.n_units)
-            if strata > game.n_units:
-                raise ValueError(
-                    f"`strata` must be at most the number of units "
-                    f"({game.n_units}), got {strata}"
-                )
+            # paper mode keeps the original code's independent chains
+            strata = resolve_strata(strata, antithetic, bound == "paper", game.n_units)
             if min_samples is None and bound == "normal":  # 20 chains' worth
-                min_samples = max(5, -(-20 // (2 if antithetic else strata)))
-                bounds_cfg = BoundConfig(bound, delta, min_samples)
+                bounds_cfg.min_samples = max(5, -(-20 // (2 if antithetic else strata)))
             v_all, v_none = game.full_value(), game.empty_value()
             threshold = truncation_threshold(truncation, v_all, v_none)
             sampler = ChainSampler(

@@ -19,7 +19,12 @@ from torch import Tensor
 
 from .game import UnitGame
 
-__all__ = ["ChainSampler", "truncation_threshold", "AUTO_TRUNCATION_FRACTION"]
+__all__ = [
+    "ChainSampler",
+    "resolve_strata",
+    "truncation_threshold",
+    "AUTO_TRUNCATION_FRACTION",
+]
 
 
 class _Walk:
@@ -268,6 +273,24 @@ class ChainSampler:
                 w.record(values[start : start + m.shape[0]], thr, self.patience)
                 start += m.shape[0]
         return [w.result() for w in walks]
+
+
+DEFAULT_STRATA = 4
+
+
+def resolve_strata(
+    strata: Optional[int], antithetic: bool, independent: bool, n_units: int
+) -> int:
+    r"""The user's ``strata``, or the default: ``DEFAULT_STRATA`` shifts per cycle
+    (at most ``n_units``), 1 with ``antithetic`` or when ``independent`` chains are
+    wanted."""
+    if strata is None:
+        return 1 if antithetic or independent else min(DEFAULT_STRATA, n_units)
+    if strata > n_units:
+        raise ValueError(
+            f"`strata` must be at most the number of units ({n_units}), got {strata}"
+        )
+    return strata
 
 
 AUTO_TRUNCATION_FRACTION = 0.05
