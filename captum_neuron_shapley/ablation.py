@@ -33,21 +33,22 @@ __all__ = [
 ]
 
 
-def _keep_mask(result: ShapleyResult, units: Sequence[int]) -> Tensor:
+Units = Union[Sequence[int], Sequence[Tuple[Any, ...]], Tensor]
+
+
+def _keep_mask(result: ShapleyResult, units: Units) -> Tensor:
     keep = torch.ones(1, result.n_units, dtype=torch.bool)
-    idx = torch.as_tensor(list(units), dtype=torch.long)
-    if idx.numel() and (idx.min() < 0 or idx.max() >= result.n_units):
-        raise ValueError(
-            f"`units` must be flat unit indices in [0, {result.n_units}), got "
-            f"{idx.tolist()}"
-        )
-    keep[0, idx] = False
+    keep[0, result.flat_indices(units)] = False
     return keep
+
+
+def _is_unit_tuple(x: Any) -> bool:
+    return isinstance(x, (tuple, list)) and len(x) in (2, 3) and isinstance(x[0], str)
 
 
 @contextlib.contextmanager
 def remove_units(
-    model: nn.Module, result: ShapleyResult, units: Sequence[int]
+    model: nn.Module, result: ShapleyResult, units: Units
 ) -> Iterator[nn.Module]:
     r"""Temporarily remove units of ``model`` (replaced by the baselines used to
     estimate ``result``) inside a ``with`` block; hooks are removed on exit.
@@ -55,13 +56,13 @@ def remove_units(
     Args:
         model (nn.Module): The model the result was computed for.
         result (ShapleyResult): Gives the layers (by name), units and baselines.
-        units (sequence of int): Flat unit indices to remove (as in
-            ``result.flat_values``).
+        units (sequence): Units to remove: flat unit indices (as in
+            ``result.flat_values``, e.g. ``result.removal_set``) or the
+            ``(layer, unit, value)`` tuples of ``result.top_units()``.
 
     Examples::
 
-        >>> top = result.flat_values.argsort(descending=True)[:10]
-        >>> with remove_units(model, result, top):
+        >>> with remove_units(model, result, result.top_units(10)):
         ...     acc = (model(x_test).argmax(1) == y_test).float().mean()
     """
     layer_units = [lay.to_units(model) for lay in result.layers]
@@ -80,21 +81,45 @@ def remove_units(
 def metric_after_removal(
     model: nn.Module,
     result: ShapleyResult,
-    units_list: Sequence[Sequence[int]],
+    units_list: Sequence[Units],
     inputs: Union[Tensor, Tuple[Tensor, ...]],
     target: Any,
     metric: Optional[Callable] = None,
     batch_size: Optional[int] = None,
 ) -> Tensor:
-    r"""The metric on ``(inputs, target)`` after removing each set of units.
+    r"""The metric on ``(inputs, target)`` after removing each set of units, with
+    the removal baselines ``result`` was estimated with.
 
     Args:
-        units_list (sequence of sequences of int): One set of flat unit indices per
-            evaluation (an empty set measures the intact model).
+        model (nn.Module): The model the result was computed for.
+        result (ShapleyResult): Gives the layers (by name), units and baselines.
+        units_list (sequence of sets of units): One set per evaluation (an empty
+            set measures the intact model); a set is flat unit indices (such as
+            ``result.removal_set``) or the ``(layer, unit, value)`` tuples of
+            ``result.top_units()``.
+        inputs (Tensor or tuple of Tensors): Evaluation inputs.
+        target (Any): What the metric compares the outputs with.
+        metric (Callable, optional): Default: accuracy.
+        batch_size (int, optional): Examples per forward pass.
 
     Returns:
         Tensor: float64, one value per set.
+
+    Examples::
+
+        >>> metric_after_removal(model, res, [[], res.top_units(10), res.removal_set],
+        ...                      x_test, y_test)
+        tensor([0.9875, 0.6450, 0.3800], dtype=torch.float64)
     """
+    if _is_unit_tuple(units_list) or (
+        isinstance(units_list, (list, tuple))
+        and units_list
+        and (_is_unit_tuple(units_list[0]) or isinstance(units_list[0], int))
+    ):
+        raise ValueError(
+            "`units_list` is a list of unit *sets*; wrap a single set in a list, "
+            "e.g. [result.top_units(10)] or [result.removal_set]"
+        )
     xs = inputs if isinstance(inputs, tuple) else (inputs,)
     layer_units = [lay.to_units(model) for lay in result.layers]
     keep = torch.cat([_keep_mask(result, u) for u in units_list])
@@ -121,7 +146,7 @@ def removal_curve(
     inputs: Union[Tensor, Tuple[Tensor, ...]],
     target: Any,
     ks: Sequence[int] = (0, 1, 2, 5, 10, 20),
-    order: Union[str, Tensor] = "top",
+    order: Union[str, Units] = "top",
     metric: Optional[Callable] = None,
     seed: int = 0,
     batch_size: Optional[int] = None,
@@ -129,26 +154,44 @@ def removal_curve(
     r"""Metric after removing the first ``k`` units of an ordering, for each ``k``.
 
     Args:
-        order (str or Tensor): ``"top"`` (highest values first), ``"bottom"``
-            (lowest first), ``"random"`` (a random order from ``seed``) or a tensor
-            of flat unit indices.
+        order (str or sequence): ``"top"`` (highest values first), ``"bottom"``
+            (lowest first), ``"random"`` (a random order from ``seed``),
+            ``"removal_set"`` (``result.removal_set``, from ``refine``), or units
+            in any form :meth:`ShapleyResult.flat_indices` accepts.
 
     Returns:
         Tensor: float64 of shape ``(len(ks),)``.
+
+    Examples::
+
+        >>> removal_curve(model, res, x_test, y_test, ks=range(11),
+        ...               order="removal_set")
     """
     if isinstance(order, str):
         if order == "top":
-            order = torch.argsort(result.flat_values, descending=True)
+            idx = torch.argsort(result.flat_values, descending=True).tolist()
         elif order == "bottom":
-            order = torch.argsort(result.flat_values)
+            idx = torch.argsort(result.flat_values).tolist()
         elif order == "random":
             g = torch.Generator().manual_seed(seed)
-            order = torch.randperm(result.n_units, generator=g)
+            idx = torch.randperm(result.n_units, generator=g).tolist()
+        elif order == "removal_set":
+            if result.removal_set is None:
+                raise ValueError(
+                    "`order='removal_set'` needs a result computed with "
+                    "refine='greedy'"
+                )
+            idx = list(result.removal_set)
         else:
             raise ValueError(
-                f"`order` must be 'top', 'bottom', 'random' or a Tensor, got {order!r}"
+                "`order` must be 'top', 'bottom', 'random', 'removal_set' or units, "
+                f"got {order!r}"
             )
-    sets = [order[:k].tolist() for k in ks]
+    else:
+        idx = result.flat_indices(order)
+    if any(int(k) < 0 or int(k) > len(idx) for k in ks):
+        raise ValueError(f"`ks` must lie in [0, {len(idx)}], got {list(ks)}")
+    sets = [idx[: int(k)] for k in ks]
     return metric_after_removal(model, result, sets, inputs, target, metric, batch_size)
 
 
@@ -178,7 +221,10 @@ def removal_curves(
     Returns:
         dict: ``"ks"`` (long), ``"top"`` and ``"bottom"`` of shape ``(len(ks),)``,
         ``"random"`` of shape ``(len(seeds), len(ks))``, and its ``"random_mean"``
-        and ``"random_std"`` over seeds (float64; std is 0 with one seed).
+        and ``"random_std"`` over seeds (float64; std is 0 with one seed). With a
+        ``result.removal_set`` (from ``refine``) also ``"removal_set"``: the
+        metric after removing its first ``k`` units, for the ``ks`` up to its
+        length (``nan`` beyond).
 
     Examples::
 
@@ -202,7 +248,7 @@ def removal_curves(
         model, result, sets, inputs, target, metric, batch_size
     ).view(len(orders), len(ks))
     rand = vals[2:]
-    return {
+    out = {
         "ks": torch.as_tensor(list(ks), dtype=torch.long),
         "top": vals[0],
         "bottom": vals[1],
@@ -210,6 +256,18 @@ def removal_curves(
         "random_mean": rand.mean(0),
         "random_std": rand.std(0) if len(seeds) > 1 else torch.zeros(len(ks)),
     }
+    if result.removal_set is not None:
+        rs = list(result.removal_set)
+        within = [int(k) for k in ks if int(k) <= len(rs)]
+        curve = torch.full((len(ks),), float("nan"), dtype=torch.float64)
+        if within:
+            got = metric_after_removal(
+                model, result, [rs[:k] for k in within], inputs, target, metric,
+                batch_size,
+            )
+            curve[[i for i, k in enumerate(ks) if int(k) <= len(rs)]] = got
+        out["removal_set"] = curve
+    return out
 
 
 # -- ablating arbitrary units without a ShapleyResult -------------------------------
@@ -254,6 +312,21 @@ def _resolve_layers(
     return out
 
 
+def _flat_from_spec(
+    model: nn.Module, result: ShapleyResult, units: UnitSpec
+) -> List[int]:
+    r"""Flat indices of ``{layer or name: [unit ids]}`` in ``result``."""
+    flat: List[int] = []
+    for name, _, ids in _resolve_layers(model, units):
+        if name not in [lay.name for lay in result.layers]:
+            raise ValueError(
+                f"`units`: layer {name!r} is not one of the result's layers "
+                f"({', '.join(lay.name for lay in result.layers)})"
+            )
+        flat += result.flat_indices([(name, i) for i in ids])
+    return flat
+
+
 def _layer_baseline(baselines: Any, module: nn.Module, name: str) -> Any:
     if isinstance(baselines, Mapping):
         for key in (module, name):
@@ -290,38 +363,78 @@ def _baseline_tensor(value: Any, out_shape: torch.Size, kind: str, name: str) ->
 @contextlib.contextmanager
 def ablated(
     model: nn.Module,
-    units: UnitSpec,
-    baselines: Any = 0.0,
+    units: Union[UnitSpec, Units],
+    baselines: Any = None,
     kind: str = "filter",
+    result: Optional[ShapleyResult] = None,
 ) -> Iterator[nn.Module]:
     r"""Temporarily remove any units of any layers of ``model`` inside a ``with``
-    block, without a :class:`ShapleyResult`.
+    block.
 
     Removal is done by forward hooks (:func:`captum_neuron_shapley.removal.ablate`)
     that are removed on exit, also after an exception; weights, modes and
     gradients are untouched, so the ablated model can be trained or attacked.
-    Unit ids are checked against the layer's output at the first forward pass.
+
+    With ``result``, the units are removed exactly as the Shapley game removed
+    them (its layers, unit grouping and baselines), so that what you check is what
+    was estimated; ``units`` may then also be the output of
+    ``result.top_units()`` or ``result.removal_set``. Without ``result``, units
+    are given per layer and replaced by ``baselines`` (default 0, which differs
+    from :class:`~captum_neuron_shapley.FilterShapley`'s default mean removal:
+    pass the result, or the same baselines, to judge a ranking by its own
+    removal rule).
 
     Args:
         model (nn.Module): The model.
-        units (dict): ``{layer or qualified layer name: [unit ids]}``. With
-            ``kind="filter"`` the ids are channels (dimension 1 of the layer
-            output); with ``kind="neuron"`` they are flat indices into the layer
-            output without the batch dimension.
-        baselines (number, Tensor or dict, optional): What a removed unit emits: a
-            number, a tensor broadcastable to the layer output (without batch), for
-            filters also a vector with one value per channel, or a dict
-            ``{layer or name: value}`` (layers missing from it get 0). Default: 0.
-        kind (str): ``"filter"`` or ``"neuron"``. Default: ``"filter"``.
+        units (dict or sequence): ``{layer or qualified layer name: [unit ids]}``
+            (with ``kind="filter"`` the ids are channels, dimension 1 of the layer
+            output; with ``kind="neuron"`` flat indices into the layer output
+            without the batch dimension; with ``result``, the result's unit ids),
+            or, with ``result``, flat unit indices or ``(layer, unit, value)``
+            tuples as :meth:`ShapleyResult.top_units` gives.
+        baselines (number, Tensor or dict, optional): Without ``result``: what a
+            removed unit emits: a number, a tensor broadcastable to the layer
+            output (without batch), for filters also a vector with one value per
+            channel, or a dict ``{layer or name: value}`` (layers missing from it
+            get 0). Default: 0. Not allowed with ``result`` (its baselines are
+            used).
+        kind (str): ``"filter"`` or ``"neuron"`` (without ``result``). Default:
+            ``"filter"``.
+        result (ShapleyResult, optional): The estimate whose removal rule to use.
 
     Returns:
         The model, with the units removed until the block exits.
 
     Examples::
 
-        >>> with ablated(model, {"conv2": [3, 7], model.conv4: [0]}) as m:
+        >>> with ablated(model, res.top_units(10), result=res) as m:
         ...     acc = (m(x_test).argmax(1) == y_test).float().mean()
+        >>> with ablated(model, {"conv2": [3, 7], model.conv4: [0]}) as m:
+        ...     ...  # zero removal, no result needed
     """
+    if result is not None:
+        if not isinstance(result, ShapleyResult):
+            raise ValueError(
+                f"`result` must be a ShapleyResult, got {type(result).__name__}"
+            )
+        if baselines is not None:
+            raise ValueError(
+                "pass `baselines` or `result`, not both: with a result the units "
+                "are removed with the baselines it was estimated with"
+            )
+        if isinstance(units, Mapping):
+            units = _flat_from_spec(model, result, units)
+        with remove_units(model, result, units):
+            yield model
+        return
+    if not isinstance(units, Mapping):
+        raise ValueError(
+            "`units` must be a dict {layer or layer name: [unit ids]}; flat unit "
+            "indices and top_units() tuples need `result=` (the ShapleyResult they "
+            f"index), got {type(units).__name__}"
+        )
+    if baselines is None:
+        baselines = 0.0
     if kind not in ("filter", "neuron"):
         raise ValueError(f"`kind` must be 'filter' or 'neuron', got {kind!r}")
     layers = _resolve_layers(model, units)

@@ -2,6 +2,7 @@ r"""Captum attribution classes: :class:`NeuronShapley` and :class:`FilterShapley
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -16,6 +17,7 @@ from .estimator import Budget, TMABEstimator, fingerprint
 from .game import UnitGame, model_guard, reference_pass
 from .metrics import accuracy, metric_bounds
 from .prefix import trace_prefix
+from .refine import greedy_removal
 from .removal import (
     LayerUnits,
     filter_groups,
@@ -29,6 +31,8 @@ from .sampler import ChainSampler, resolve_strata, truncation_threshold
 __all__ = ["NeuronShapley", "FilterShapley"]
 
 PAPER_PATIENCE = 6
+#: Default ``epsilon``: this fraction of ``|V(all) - V(none)|``.
+DEFAULT_EPSILON = 0.01
 
 Baseline = Union[None, str, float, int, Tensor]
 
@@ -85,11 +89,14 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         layer_mask: Union[None, Tensor, Tuple[Optional[Tensor], ...]] = None,
         truncation: Union[None, str, float] = "auto",
         top_k: Optional[int] = None,
-        epsilon: float = 0.01,
+        refine: Optional[str] = None,
+        refine_pool: Optional[int] = None,
+        refine_beam: int = 1,
+        epsilon: Optional[float] = None,
         max_evaluations: Optional[int] = None,
         max_permutations: Optional[int] = None,
         max_time: Optional[float] = None,
-        bound: str = "normal",
+        bound: str = "anytime",
         delta: Optional[float] = None,
         min_samples: Optional[int] = None,
         subset_size: Optional[int] = None,
@@ -140,22 +147,47 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             top_k (int, optional): Stop once the ``top_k`` most valuable units are
                 separated from the rest (up to ``epsilon``). None: estimate every
                 unit until each half-width is at most ``epsilon`` or a budget ends.
-            epsilon (float): Tolerance of the stopping rule. Default: 0.01.
+            refine (str, optional): ``"greedy"``: after sampling, answer the set
+                question "which ``top_k`` units hurt the metric most when removed
+                together" by a greedy search on the same game (same metric, data
+                and baselines) over the ``refine_pool`` highest-valued units; the
+                result's ``removal_set`` and ``removal_curve`` hold the answer
+                (see :mod:`captum_neuron_shapley.refine`). Needs ``top_k``; costs
+                about ``top_k * refine_pool`` evaluations, counted in
+                ``n_evaluations``. Default: None (values only).
+            refine_pool (int, optional): Candidates of the greedy search: the
+                ``refine_pool`` highest-valued units. Default:
+                ``min(n_units, 6 * top_k)``.
+            refine_beam (int): Partial sets the search keeps at each step (1:
+                plain greedy). Default: 1.
+            epsilon (float, optional): Tolerance of the stopping rule, in units of
+                the metric. Default: ``0.01 * |V(all) - V(none)|``, one percent of
+                what removing every unit changes (0.01 if that is 0). The result's
+                ``boundary_crowding()`` tells how many units lie within
+                ``epsilon`` of the top-k boundary.
             max_evaluations (int, optional): Budget in coalitions evaluated.
             max_permutations (int, optional): Budget in permutation chains.
-            max_time (float, optional): Budget in seconds.
-            bound (str): ``"normal"`` (default: z times the standard error with a
-                union bound over units, after ``min_samples`` samples; valid
-                asymptotically), ``"strict"`` (empirical Bernstein with the true
-                range of a marginal and a union bound over units: valid at every
-                fixed sample size, and far more conservative: expect thousands of chains
-                on a network with a hundred units) or ``"paper"`` (the original
-                code: empirical Bernstein with range 1, ``delta=0.2`` per unit, and
-                truncation only after 6 consecutive states below the threshold).
+            max_time (float, optional): Budget in seconds, counting the game's
+                setup; checked between forward passes (chains it cuts short are
+                dropped). A ``refine`` search runs after it.
+            bound (str): ``"anytime"`` (default: an asymptotic confidence
+                sequence with a union bound over units, valid at the bandit's own
+                stopping time although it looks after every round; see
+                :class:`~captum_neuron_shapley.bandit.BoundConfig`), ``"fixed"``
+                (the normal quantile of a fixed sample size: narrower by about a
+                fifth and faster to stop, but its intervals at the stopping time
+                miss more often than ``delta``), ``"strict"`` (empirical Bernstein
+                with the true range of a marginal and a union bound over units:
+                valid at every fixed sample size without asymptotics, and far more
+                conservative: expect thousands of chains on a network with a
+                hundred units) or ``"paper"`` (the original code: empirical
+                Bernstein with range 1, ``delta=0.2`` per unit, and truncation only
+                after 6 consecutive states below the threshold).
             delta (float, optional): Failure probability of the intervals
                 (default 0.05; 0.2 in paper mode).
             min_samples (int, optional): Samples a unit needs before it can leave
-                the active set (default for ``"normal"``: 20 chains' worth, i.e.
+                the active set (default for ``"anytime"`` and ``"fixed"``: 20
+                chains' worth, i.e.
                 20 samples, 10 antithetic pairs or ``ceil(20 / strata)`` cycles,
                 at least 5; 2 otherwise).
             subset_size (int, optional): Evaluate each chain on this many examples
@@ -216,13 +248,30 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             >>> # sampling until the 5 most valuable neurons are identified.
             >>> phi = ns.attribute(x_val, target=y_val, top_k=5, seed=0)
         """
+        started = time.monotonic()
         check_positive_int("top_k", top_k)
         check_positive_int("subset_size", subset_size)
         check_positive_int("chains_per_round", chains_per_round, False)
         check_positive_int("strata", strata)
-        if not (isinstance(epsilon, (int, float)) and epsilon >= 0):
+        check_positive_int("refine_pool", refine_pool)
+        check_positive_int("refine_beam", refine_beam, False)
+        if epsilon is not None and not (
+            isinstance(epsilon, (int, float))
+            and not isinstance(epsilon, bool)
+            and epsilon >= 0
+        ):
             raise ValueError(
-                f"`epsilon` must be a non-negative number, got {epsilon!r}"
+                f"`epsilon` must be a non-negative number or None, got {epsilon!r}"
+            )
+        if refine not in (None, "greedy"):
+            raise ValueError(f"`refine` must be None or 'greedy', got {refine!r}")
+        if refine is not None and top_k is None:
+            raise ValueError(
+                "`refine` needs `top_k`: the size of the removal set to search for"
+            )
+        if refine_pool is not None and top_k is not None and refine_pool < top_k:
+            raise ValueError(
+                f"`refine_pool` must be at least `top_k` ({top_k}), got {refine_pool}"
             )
         budget = Budget(max_evaluations, max_permutations, max_time)
         bounds_cfg = BoundConfig(bound, delta, min_samples)
@@ -247,10 +296,12 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 )
             # paper mode keeps the original code's independent chains
             strata = resolve_strata(strata, antithetic, bound == "paper", game.n_units)
-            if min_samples is None and bound == "normal":  # 20 chains' worth
+            if min_samples is None and bounds_cfg.asymptotic:  # 20 chains' worth
                 bounds_cfg.min_samples = max(5, -(-20 // (2 if antithetic else strata)))
             v_all, v_none = game.full_value(), game.empty_value()
             threshold = truncation_threshold(truncation, v_all, v_none)
+            if epsilon is None:
+                epsilon = DEFAULT_EPSILON * (abs(v_all - v_none) or 1.0)
             sampler = ChainSampler(
                 game,
                 generator,
@@ -272,10 +323,30 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 fingerprint(sampler, seed, top_k, epsilon, bounds_cfg),
                 show_progress,
                 callback,
+                time.monotonic() - started,
             ).run()
+            removal: Optional[Tuple[List[int], Tensor, int]] = None
+            if refine == "greedy":
+                assert top_k is not None
+                before = game.n_evaluations
+                order = torch.argsort(estimator.stats.mean, descending=True)
+                units, curve = greedy_removal(
+                    game,
+                    order.tolist(),
+                    top_k,
+                    refine_pool,
+                    refine_beam,
+                    show_progress and Collective().rank == 0,
+                )
+                removal = (units, curve, game.n_evaluations - before)
         result = self._result(
-            estimator, game.units, v_all, v_none, threshold, top_k, bound
+            estimator, game.units, v_all, v_none, threshold, top_k, bounds_cfg.mode
         )
+        result.epsilon = float(epsilon)
+        if removal is not None:
+            result.removal_set, result.removal_curve = removal[0], removal[1]
+            result.refine_evaluations = removal[2]
+            result.n_evaluations += removal[2]
         if return_result:
             return result
         if return_convergence_delta:
@@ -397,6 +468,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             n_evaluations=est.n_evaluations,
             n_permutations=est.n_permutations,
             converged=est.converged,
+            stop_reason=est.stop_reason,
             top_k=top_k,
             full_value=v_all,
             empty_value=v_none,

@@ -36,12 +36,15 @@ class Budget:
             if v is not None and (isinstance(v, bool) or not v > 0):
                 raise ValueError(f"`{name}` must be positive or None, got {v!r}")
 
-    def exhausted(self, n_eval: int, n_perm: int, elapsed: float) -> bool:
-        return (
-            (self.max_evaluations is not None and n_eval >= self.max_evaluations)
-            or (self.max_permutations is not None and n_perm >= self.max_permutations)
-            or (self.max_time is not None and elapsed >= self.max_time)
-        )
+    def exhausted(self, n_eval: int, n_perm: int, elapsed: float) -> Optional[str]:
+        r"""The name of the first budget used up, or None."""
+        if self.max_evaluations is not None and n_eval >= self.max_evaluations:
+            return "max_evaluations"
+        if self.max_permutations is not None and n_perm >= self.max_permutations:
+            return "max_permutations"
+        if self.max_time is not None and elapsed >= self.max_time:
+            return "max_time"
+        return None
 
 
 class TMABEstimator:
@@ -61,7 +64,14 @@ class TMABEstimator:
         show_progress (bool): Show a progress bar (on rank 0).
         callback (Callable, optional): Called with the estimator after every round
             (``stats``, ``n_evaluations``, ``n_permutations`` are current); a
-            true return value stops the run (``converged`` stays False).
+            true return value stops the run (``converged`` stays False,
+            ``stop_reason`` is ``"callback"``).
+        elapsed (float): Seconds already spent on this run before sampling starts
+            (setting up the game), counted against ``max_time``.
+
+    ``max_time`` is checked between forward passes, so a run overshoots it by at
+    most one pass (of ``perturbations_per_eval`` coalitions) and the statistics
+    merge; chains it cuts short are dropped, as with ``max_evaluations``.
 
     With ``torch.distributed`` initialised, every rank runs this loop on its own
     chains; see :mod:`captum_neuron_shapley.distributed`. Budgets and counts are
@@ -80,6 +90,7 @@ class TMABEstimator:
         fingerprint: Optional[Dict[str, Any]] = None,
         show_progress: bool = False,
         callback: Optional[Callable[["TMABEstimator"], Optional[bool]]] = None,
+        elapsed: float = 0.0,
     ) -> None:
         self.sampler = sampler
         self.game = sampler.game
@@ -95,9 +106,12 @@ class TMABEstimator:
         self.stats = RunningStats(self.game.n_units)
         self.n_permutations = 0
         self.elapsed = 0.0
+        self._setup_s = float(elapsed)
+        self._deadline: Optional[float] = None
         self.observed = torch.tensor([0.0, 0.0], dtype=torch.float64)  # min, max
         self.history: List[List[float]] = []
         self.converged = False
+        self.stop_reason = "not started"
         self.group = Collective()
         # whole-run count (all ranks); starts with what the game used to set up
         self.n_evaluations = int(self.group.sum([self.game.n_evaluations])[0])
@@ -120,7 +134,10 @@ class TMABEstimator:
                 )
             if exists:
                 self.load(self.checkpoint)
-        start, last_save = time.monotonic() - self.elapsed, time.monotonic()
+        start = time.monotonic() - self.elapsed - self._setup_s
+        last_save = time.monotonic()
+        if self.budget.max_time is not None:
+            self._deadline = start + self.budget.max_time
         bar = tqdm(
             total=self.budget.max_permutations,
             initial=self.n_permutations,
@@ -134,9 +151,12 @@ class TMABEstimator:
                 n_active = int(active.sum())
                 self.converged = n_active == 0
                 self.elapsed = self.group.max([time.monotonic() - start])[0]
-                if self.converged or self.budget.exhausted(
+                reason = "converged" if self.converged else None
+                reason = reason or self.budget.exhausted(
                     self.n_evaluations, self.n_permutations, self.elapsed
-                ):
+                )
+                if reason is not None:
+                    self.stop_reason = reason
                     break
                 self.history.append([self.n_permutations, self.n_evaluations, n_active])
                 self._round(active)
@@ -156,6 +176,8 @@ class TMABEstimator:
                     self.save(self.checkpoint)
                     last_save = time.monotonic()
                 if stop:
+                    self.stop_reason = "callback"
+                    self.elapsed = self.group.max([time.monotonic() - start])[0]
                     break
         finally:
             bar.close()
@@ -178,7 +200,9 @@ class TMABEstimator:
             perms_left = perms_left // g.world + (g.rank < perms_left % g.world)
         if perms_left is None or perms_left > 0:
             limit = None if evals_left is None else before + evals_left
-            samples, n_chains = self.sampler.sample(active, limit, perms_left)
+            samples, n_chains = self.sampler.sample(
+                active, limit, perms_left, self._deadline
+            )
             for units, marginals in samples:
                 delta.update(units, marginals)
                 if marginals.numel():

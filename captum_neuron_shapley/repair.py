@@ -36,7 +36,7 @@ module object is called several times per forward pass, both replace every call.
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -50,15 +50,10 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def _removed_elements(
-    result: ShapleyResult, units: Sequence[int]
+    result: ShapleyResult, units: Any
 ) -> Dict[str, Tuple[Tensor, Tensor]]:
     r"""Per layer name: ``(removed, baseline)``, both at the layer output's shape."""
-    idx = torch.as_tensor(list(units), dtype=torch.long).flatten()
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= result.n_units):
-        raise ValueError(
-            f"`units` must be flat unit indices in [0, {result.n_units}), got "
-            f"{idx.tolist()}"
-        )
+    idx = torch.as_tensor(result.flat_indices(units), dtype=torch.long)
     out: Dict[str, Tuple[Tensor, Tensor]] = {}
     start = 0
     for lay in result.layers:
@@ -152,9 +147,7 @@ def _device(module: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def export_repaired(
-    model: nn.Module, result: ShapleyResult, units: Sequence[int]
-) -> nn.Module:
+def export_repaired(model: nn.Module, result: ShapleyResult, units: Any) -> nn.Module:
     r"""A repaired copy of ``model`` in which ``units`` are removed by editing
     weights, so that no hooks are needed and ``copy.state_dict()`` loads into the
     original class. See the module docstring for when this is exact; otherwise a
@@ -163,16 +156,16 @@ def export_repaired(
     Args:
         model (nn.Module): The model the result was computed for.
         result (ShapleyResult): Gives the layers (by name) and the baselines.
-        units (sequence of int): Flat unit indices to remove (as in
-            ``result.flat_values``), e.g. the top units for an adversary's success.
+        units (sequence): Units to remove: flat unit indices (as in
+            ``result.flat_values``, e.g. ``result.removal_set``) or the
+            ``(layer, unit, value)`` tuples of ``result.top_units()``.
 
     Returns:
         nn.Module: A deep copy with the removals in its weights (same modes).
 
     Examples::
 
-        >>> top = result.flat_values.argsort(descending=True)[:10].tolist()
-        >>> fixed = export_repaired(model, result, top)
+        >>> fixed = export_repaired(model, result, result.top_units(10))
         >>> torch.save(fixed.state_dict(), "repaired.pt")
         >>> clean = DigitsCNN(); clean.load_state_dict(torch.load("repaired.pt"))
     """
@@ -198,14 +191,14 @@ def export_repaired(
 
 
 def repaired_state_dict(
-    model: nn.Module, result: ShapleyResult, units: Sequence[int]
+    model: nn.Module, result: ShapleyResult, units: Any
 ) -> Dict[str, Tensor]:
     r"""The ``state_dict`` of :func:`export_repaired` (loads into ``model``'s class).
 
     Args:
         model (nn.Module): The model the result was computed for.
         result (ShapleyResult): Gives the layers and the baselines.
-        units (sequence of int): Flat unit indices to remove.
+        units (sequence): Units to remove, as for :func:`export_repaired`.
 
     Returns:
         dict: Parameter and buffer tensors.

@@ -84,6 +84,18 @@ class ShapleyResult:
         layers (list of LayerLayout): How units map to layers.
         history (Tensor): One row per round: permutations, evaluations, active units.
         single_layer (bool): Whether a single layer (not a list) was given.
+        stop_reason (str): Why sampling stopped: ``"converged"`` (the stopping
+            rule), ``"max_evaluations"``, ``"max_permutations"``, ``"max_time"``
+            or ``"callback"``.
+        epsilon (float or None): The tolerance of the stopping rule used.
+        removal_set (list of int or None): With ``refine="greedy"``: the ``top_k``
+            flat unit indices whose joint removal hurt the metric most in the
+            greedy search, in removal order (a set answer, unlike the top values).
+        removal_curve (Tensor or None): With ``refine``: the metric on the
+            evaluation data of the intact model, then after removing the first
+            ``j`` units of ``removal_set`` (length ``top_k + 1``).
+        refine_evaluations (int): Coalitions the refinement evaluated (included
+            in ``n_evaluations``).
     """
 
     flat_values: Tensor
@@ -101,6 +113,11 @@ class ShapleyResult:
     layers: List[LayerLayout]
     history: Tensor = field(default_factory=lambda: torch.zeros(0, 3))
     single_layer: bool = True
+    stop_reason: str = "converged"
+    epsilon: Optional[float] = None
+    removal_set: Optional[List[int]] = None
+    removal_curve: Optional[Tensor] = None
+    refine_evaluations: int = 0
 
     # -- layout ------------------------------------------------------------
     def _format(self, flat: Tensor) -> Formatted:
@@ -147,23 +164,103 @@ class ShapleyResult:
 
     def top_units(self, k: Optional[int] = None) -> List[Tuple[str, int, float]]:
         r"""The ``k`` highest-valued units as ``(layer name, unit id, value)``;
-        ``k`` defaults to ``top_k`` (or 10)."""
+        ``k`` defaults to ``top_k`` (or 10). Every helper that removes units
+        (:func:`~captum_neuron_shapley.ablation.metric_after_removal`,
+        :func:`~captum_neuron_shapley.ablation.ablated`,
+        :func:`~captum_neuron_shapley.repair.export_repaired`) accepts this list
+        as it is."""
         k = min(k or self.top_k or 10, self.n_units)
         order = torch.argsort(self.flat_values, descending=True)[:k]
         return [(*self.unit(int(i)), float(self.flat_values[i])) for i in order]
 
+    def flat_indices(self, units: Any) -> List[int]:
+        r"""Flat unit indices (positions in ``flat_values``) of ``units``, given as
+        flat indices (ints or a 1-d Tensor, e.g. ``removal_set``), as
+        ``(layer name, unit id)`` pairs or as the ``(layer name, unit id, value)``
+        triples of :meth:`top_units`.
+
+        Examples::
+
+            >>> result.flat_indices(result.top_units(3))
+            [17, 4, 120]
+        """
+        if isinstance(units, Tensor):
+            if units.dim() > 1 or units.is_floating_point():
+                raise ValueError(
+                    "`units` as a Tensor must be a 1-d integer tensor of flat unit "
+                    f"indices, got dtype {units.dtype} and shape {tuple(units.shape)}"
+                )
+            units = units.tolist()
+        out = []
+        for u in units:
+            if isinstance(u, Tensor) and u.numel() == 1 and not u.is_floating_point():
+                u = int(u)
+            if isinstance(u, int) and not isinstance(u, bool):
+                if not 0 <= u < self.n_units:
+                    raise ValueError(
+                        f"`units` must be flat unit indices in [0, {self.n_units}), "
+                        f"got {u}"
+                    )
+                out.append(u)
+            elif (
+                isinstance(u, (tuple, list))
+                and len(u) in (2, 3)
+                and isinstance(u[0], str)
+            ):
+                out.append(self._flat_index(u[0], int(u[1])))
+            else:
+                raise ValueError(
+                    "`units` entries must be flat unit indices or (layer name, unit "
+                    f"id[, value]) tuples as top_units() gives, got {u!r}"
+                )
+        return out
+
+    def boundary_crowding(self) -> Optional[int]:
+        r"""How many units lie within ``epsilon`` of the top-``k`` boundary (the
+        midpoint between the k-th and (k+1)-th values): the units the stopping
+        rule treats as tied. A large number means that which of them are "in" the
+        top-k is not a meaningful distinction at this tolerance. ``None`` without
+        ``top_k``."""
+        if self.top_k is None or self.top_k >= self.n_units:
+            return None
+        top = torch.topk(self.flat_values, self.top_k + 1).values
+        boundary = 0.5 * (top[-2] + top[-1])
+        eps = self.epsilon or 0.0
+        return int(((self.flat_values - boundary).abs() <= eps).sum())
+
     def __repr__(self) -> str:
-        status = "converged" if self.converged else "stopped by budget"
+        status = (
+            "converged"
+            if self.stop_reason == "converged"
+            else f"not converged: stopped by {self.stop_reason}"
+        )
         lines = [
             f"ShapleyResult({self.n_units} units in {len(self.layers)} layer(s), "
             f"{self.n_permutations} permutations, {self.n_evaluations} evaluations, "
             f"{status}; V(all)={self.full_value:.4g}, V(none)={self.empty_value:.4g})"
         ]
+        crowd = self.boundary_crowding()
+        if crowd is not None:
+            lines.append(
+                f"  top-{self.top_k} boundary: {crowd} unit(s) within "
+                f"epsilon={self.epsilon:.3g} of it"
+            )
         for name, uid, val in self.top_units(min(self.top_k or 5, 10)):
             i = self._flat_index(name, uid)
             lines.append(
                 f"  {name}[{uid}]: {val:+.4f} ± {float(self.flat_stderr[i]):.4f} "
                 f"(n={int(self.counts[i])})"
+            )
+        if self.removal_set is not None and self.removal_curve is not None:
+            names = ", ".join(
+                "{}[{}]".format(*self.unit(i)) for i in self.removal_set[:10]
+            )
+            lines.append(
+                f"  removal set ({len(self.removal_set)} units, "
+                f"{self.refine_evaluations} evaluations): {names}"
+                + (" ..." if len(self.removal_set) > 10 else "")
+                + f"; metric {float(self.removal_curve[0]):.4g} -> "
+                f"{float(self.removal_curve[-1]):.4g}"
             )
         return "\n".join(lines)
 
@@ -175,7 +272,7 @@ class ShapleyResult:
                 if hit.numel():
                     return start + int(hit[0])
             start += lay.n_units
-        raise KeyError(f"no unit {uid} in layer {name!r}")
+        raise ValueError(f"`units`: no unit {uid} in layer {name!r}")
 
     # -- persistence ---------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
@@ -197,6 +294,11 @@ class ShapleyResult:
                 "bound",
                 "history",
                 "single_layer",
+                "stop_reason",
+                "epsilon",
+                "removal_set",
+                "removal_curve",
+                "refine_evaluations",
             )
         }
         state["layers"] = [

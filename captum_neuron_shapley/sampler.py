@@ -12,6 +12,7 @@ The whole chain uses the same evaluation examples (paired differences).
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, List, Optional, Tuple
 
 import torch
@@ -163,6 +164,7 @@ class ChainSampler:
         active: Tensor,
         max_evaluations: Optional[int] = None,
         max_chains: Optional[int] = None,
+        deadline: Optional[float] = None,
     ) -> Tuple[List[Tuple[Tensor, Tensor]], int]:
         r"""Draw up to ``chains_per_round`` sets of chains (a set is one chain, an
         antithetic pair or a cycle of ``strata`` shifts; at most ``max_chains``
@@ -174,7 +176,8 @@ class ChainSampler:
         by ``max_evaluations`` (a limit on the game's evaluation count) are
         dropped: their evaluations count, their marginals, which come only from
         the large coalitions early in the chain, do not; a set whose chains were
-        not all completed gives the mean of those that were.
+        not all completed gives the mean of those that were. Chains still running
+        at ``deadline`` (a ``time.monotonic()`` value) are cut short likewise.
         """
         limit = self.chains_per_round * self.set_size
         if max_chains is not None:
@@ -193,7 +196,7 @@ class ChainSampler:
                 groups.append((chains, idx))
         walked: List[Optional[Tuple[Tensor, Tensor]]] = []
         for perms, idx in groups:
-            walked.extend(self.walk(perms, active, idx, max_evaluations))
+            walked.extend(self.walk(perms, active, idx, max_evaluations, deadline))
         done = sum(w is not None for w in walked)
         if self.set_size > 1:
             walked = self._set_means(walked, sizes)
@@ -236,13 +239,16 @@ class ChainSampler:
         active: Tensor,
         idx: Optional[Tensor] = None,
         max_evaluations: Optional[int] = None,
+        deadline: Optional[float] = None,
     ) -> List[Optional[Tuple[Tensor, Tensor]]]:
         r"""Walk removal orders on the same examples in lockstep: each forward pass
         evaluates up to ``perturbations_per_eval`` states, shared fairly among the
         chains still running; truncation is checked per chain after each pass.
         Stops once the game's evaluation count reaches ``max_evaluations``; when
         what is left of it may not finish every chain, the chains are served in
-        order instead, so that as many as possible complete."""
+        order instead, so that as many as possible complete. Stops (leaving the
+        running chains unfinished) once ``time.monotonic()`` passes
+        ``deadline``."""
         thr = self.truncation
         v_full = self.game.full_value(idx)
         walks = [_Walk(p, active, v_full, thr) for p in perms]
@@ -253,6 +259,8 @@ class ChainSampler:
                 left = max_evaluations - self.game.n_evaluations
                 budget = min(budget, left)
             if not running or budget <= 0:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
                 break
             if left < sum(w.remaining for w in running):
                 # the budget may not finish every chain: finish them in order, so

@@ -154,7 +154,7 @@ def topk_benchmark(fs, data, args, out: Path, lines: List[str]) -> Dict[str, obj
     budget = args.budget
     runs: Dict[str, Callable] = {
         "top-10 bandit (ours)": lambda s: our_trajectory(
-            fs, data, ref, s, budget, top_k=K, bound="normal"
+            fs, data, ref, s, budget, top_k=K, bound="fixed"
         ),
         "stratified truncated MC (bandit off)": lambda s: our_trajectory(
             fs, data, ref, s, budget, epsilon=0.0

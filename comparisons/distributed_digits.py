@@ -37,7 +37,7 @@ def main(argv=None) -> int:
             data.x_val,
             target=data.y_val,
             top_k=args.top_k,
-            bound="normal",
+            bound="fixed",
             perturbations_per_eval=8,
             seed=0,
             max_evaluations=args.max_evaluations,

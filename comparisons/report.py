@@ -112,7 +112,7 @@ def run_report(setup: Setup, opts: Options) -> Dict[str, Any]:
     )
     fs = FilterShapley(model, layers)
     base_kw: Dict[str, Any] = dict(
-        perturbations_per_eval=8, bound="normal", show_progress=progress
+        perturbations_per_eval=8, show_progress=progress
     )
     n_units = fs.game(setup.x_val[:2], target=setup.y_val[:2], metric=metric).n_units
     k = min(opts.top_k, n_units - 1)

@@ -22,7 +22,7 @@ from captum_neuron_shapley.applications import (
 from captum_neuron_shapley.examples import load_digits_splits, trained_digits_cnn
 
 KW = dict(
-    bound="normal",
+    bound="fixed",
     perturbations_per_eval=8,
     max_evaluations=800,  # a few complete cycles of 4 chains (cut ones are dropped)
     subset_size=96,

@@ -41,7 +41,7 @@ def test_top_k_recovered_with_closed_form_values():
         epsilon=0.0,
         truncation=None,
         subset_size=40,
-        bound="normal",
+        bound="anytime",
         seed=0,
         return_result=True,
         max_permutations=5000,
@@ -114,7 +114,7 @@ def test_every_bound_mode_finds_the_top_units():
     w = torch.tensor([[0.1], [0.9], [0.2], [0.05], [1.0], [0.15]])
     model = SumHead(w).eval()
     ns = NeuronShapley(model, model.lin)
-    for bound in ("strict", "paper", "normal"):
+    for bound in ("strict", "paper", "fixed", "anytime"):
         res = ns.attribute(
             x,
             metric=mean_output,
