@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from captum_neuron_shapley.game import UnitGame
+from comparisons.games import TinyCNN, blobs, train_tiny  # noqa: F401
 
 # Tolerance for "estimate agrees with the truth": |estimate - exact| <= Z_TOL * stderr.
 # Marginals are bounded, so the sample mean is asymptotically normal; with at most
@@ -35,49 +36,14 @@ def exact_shapley(game: UnitGame) -> torch.Tensor:
     return phi
 
 
-class TinyCNN(nn.Module):
-    """Two conv layers (4 and 3 filters) on 6x6 inputs, three classes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(4, 3, 3, padding=1)
-        self.relu2 = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(2)
-        self.fc = nn.Linear(12, 3)
-
-    def forward(self, x):
-        x = self.relu2(self.conv2(self.relu1(self.conv1(x))))
-        return self.fc(self.pool(x).flatten(1))
-
-
-def _blobs(n: int, gen: torch.Generator):
-    """Three classes of 6x6 images: a bright blob in one of three places."""
-    y = torch.randint(0, 3, (n,), generator=gen)
-    x = 0.3 * torch.randn(n, 1, 6, 6, generator=gen)
-    for c, (r, s) in enumerate([(0, 0), (3, 3), (0, 3)]):
-        x[y == c, :, r : r + 3, s : s + 3] += 1.0
-    return x, y
-
+# The tiny CNN and its data live in comparisons.games (the coverage benchmark
+# uses them too).
+_blobs = blobs
 
 @pytest.fixture(scope="session")
 def tiny_data():
     gen = torch.Generator().manual_seed(0)
     return _blobs(200, gen), _blobs(120, gen)
-
-
-def train_tiny(x, y):
-    """TinyCNN trained to high accuracy (150 full-batch steps, deterministic)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = TinyCNN()
-        opt = torch.optim.Adam(model.parameters(), lr=0.02)
-        for _ in range(150):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="session")
