@@ -128,3 +128,42 @@ def test_stratified_chains_match_enumeration(tiny, tiny_data):
     assert ((res.flat_values - exact).abs() <= Z_TOL * res.flat_stderr + 1e-9).all()
     # without truncation every chain's marginals sum to V(all) - V(none)
     assert abs(float(res.convergence_delta)) < 1e-9
+
+
+def test_exact_values_match_enumeration_and_every_truncated_chain(tiny, tiny_data):
+    # captum_neuron_shapley.exact (a DP over coalitions) against the independent
+    # enumeration above, and its truncated target against the mean of the
+    # truncated chains over all 7! removal orders (the sampler's own walk)
+    import itertools
+
+    from captum_neuron_shapley.exact import exact_values
+    from captum_neuron_shapley.sampler import ChainSampler
+
+    (x, y), _ = tiny_data
+    game = FilterShapley(tiny, [tiny.conv1, tiny.conv2]).game(
+        x, target=y, metric=NegativeCrossEntropy()
+    )
+    assert torch.allclose(exact_values(game), exact_shapley(game), atol=1e-12)
+    thr = game.empty_value() + 0.3 * (game.full_value() - game.empty_value())
+
+    class Table:  # the same game, every coalition looked up (5040 chains)
+        n_units, perturbations_per_eval, n_evaluations = 7, 128, 0
+        keys = torch.tensor(list(itertools.product([False, True], repeat=7)))
+        table = dict(zip(map(tuple, keys.tolist()), game.value(keys).tolist()))
+
+        def value(self, keep, idx=None):
+            rows = [self.table[tuple(k)] for k in keep.tolist()]
+            return torch.tensor(rows, dtype=torch.float64)
+
+        def full_value(self, idx=None):
+            return self.table[(True,) * 7]
+
+    sampler = ChainSampler(Table(), torch.Generator(), thr)
+    active = torch.ones(7, dtype=torch.bool)
+    total = torch.zeros(7, dtype=torch.float64)
+    for perm in itertools.permutations(range(7)):
+        units, marginals = sampler.chain(torch.tensor(perm), active)
+        total[units] += marginals
+    truncated = exact_values(game, thr)
+    assert torch.allclose(truncated, total / 5040, atol=1e-12)
+    assert (truncated - exact_shapley(game)).abs().max() > 1e-3  # it bites
