@@ -154,7 +154,8 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 result's ``removal_set`` and ``removal_curve`` hold the answer
                 (see :mod:`captum_neuron_shapley.refine`). Needs ``top_k``; costs
                 about ``top_k * refine_pool`` evaluations, counted in
-                ``n_evaluations``. Default: None (values only).
+                ``n_evaluations`` (with ``torch.distributed``, every rank runs the
+                same search; it is counted once). Default: None (values only).
             refine_pool (int, optional): Candidates of the greedy search: the
                 ``refine_pool`` highest-valued units. Default:
                 ``min(n_units, 6 * top_k)``.
