@@ -10,18 +10,17 @@ fractions: the same on any machine unless a model output sits exactly on an
 argmax tie.
 """
 
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from captum_neuron_shapley import FilterShapley, NeuronShapley
 from comparisons.games import mlp_data, TinyCNN
+from torch.utils.data import DataLoader, TensorDataset
 
 
-def _cnn_data() -> Tuple[nn.Module, torch.Tensor, torch.Tensor]:
+def _cnn_data() -> Tuple[TinyCNN, torch.Tensor, torch.Tensor]:
     """A randomly initialised TinyCNN (fixed seed, global RNG untouched), 80
     random images and labels that are its own predictions, 20% replaced."""
     with torch.random.fork_rng(devices=[]):
