@@ -10,7 +10,7 @@ group everything here reduces to the single-process case.
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, List
 
 import torch
 import torch.distributed as dist
@@ -56,7 +56,8 @@ class Collective:
             other.count, other.mean, other.m2 = part[0], part[1], part[2]
             stats.merge(other)
 
-    def _reduce(self, values: List[float], op: "dist.ReduceOp") -> List[float]:
+    def _reduce(self, values: List[float], op: Any) -> List[float]:
+        # op: a member of dist.ReduceOp (typed as its RedOpType)
         if not self.on:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
