@@ -32,10 +32,10 @@ class Collective:
     r"""The process group of the run (a group of one without ``torch.distributed``)."""
 
     def __init__(self) -> None:
-        self.on = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if self.on else 0
-        self.world = dist.get_world_size() if self.on else 1
-        self.device = torch.device("cpu")
+        self.on: bool = dist.is_available() and dist.is_initialized()
+        self.rank: int = dist.get_rank() if self.on else 0
+        self.world: int = dist.get_world_size() if self.on else 1
+        self.device: torch.device = torch.device("cpu")
         if self.on and dist.get_backend() == "nccl":
             self.device = torch.device("cuda", torch.cuda.current_device())
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -169,11 +170,16 @@ def reference_pass(
     where = "takes" if attribute_to_layer_input else "returned"
     rows, expected = [0] * len(layers), [0]
 
+    lock = threading.Lock()  # DataParallel runs its replicas in threads
+
     def make_check(i: int) -> Callable[..., None]:
         def check(module: nn.Module, args: Any, out: Any = None) -> None:
             value = args if attribute_to_layer_input else out
-            rows[i] += layer_tensors(value, names[i], where)[0].shape[0]
-            if rows[i] > expected[0]:
+            seen = layer_tensors(value, names[i], where)[0].shape[0]
+            with lock:
+                rows[i] += seen
+                too_many = rows[i] > expected[0]
+            if too_many:
                 raise ValueError(
                     f"`layer` {names[i]!r} is called more than once per forward "
                     "pass (a shared module, such as a ReLU reused in a residual "
@@ -292,24 +298,27 @@ class UnitGame:
         additional_forward_args: Optional[Tuple[Any, ...]] = None,
         device_ids: Optional[List[int]] = None,
     ) -> None:
-        self.model = model
-        self.additional_forward_args = additional_forward_args
-        self.device_ids = device_ids
-        self.prefix_modules, self.prefix_outputs = list(prefix[0]), list(prefix[1])
-        self.units = list(units)
-        self.inputs = inputs
-        self.target = target
-        self.metric = metric
-        self.full_outputs = full_outputs
-        self.perturbations_per_eval = perturbations_per_eval
-        self.batch_size = batch_size
-        self.n_examples = int(inputs[0].shape[0])
+        self.model: Callable = model
+        self.additional_forward_args: Optional[Tuple[Any, ...]] = (
+            additional_forward_args
+        )
+        self.device_ids: Optional[List[int]] = device_ids
+        self.prefix_modules: List[nn.Module] = list(prefix[0])
+        self.prefix_outputs: List[Tensor] = list(prefix[1])
+        self.units: List[LayerUnits] = list(units)
+        self.inputs: Tuple[Tensor, ...] = inputs
+        self.target: Any = target
+        self.metric: Callable = metric
+        self.full_outputs: Tensor = full_outputs
+        self.perturbations_per_eval: int = perturbations_per_eval
+        self.batch_size: Optional[int] = batch_size
+        self.n_examples: int = int(inputs[0].shape[0])
         sizes = [u.n_units for u in self.units]
-        self.n_units = sum(sizes)
-        self.offsets = [0] + list(torch.tensor(sizes).cumsum(0).tolist())
-        self.device = inputs[0].device
-        self.n_evaluations = 0
-        self.n_forward = 0
+        self.n_units: int = sum(sizes)
+        self.offsets: List[int] = [0] + list(torch.tensor(sizes).cumsum(0).tolist())
+        self.device: torch.device = inputs[0].device
+        self.n_evaluations: int = 0
+        self.n_forward: int = 0
         self._empty_outputs: Optional[Tensor] = None
 
     # -- metric ---------------------------------------------------------------

@@ -84,7 +84,7 @@ class ClassRecall(Metric):
     bounds = (0.0, 1.0)
 
     def __init__(self, cls: int) -> None:
-        self.cls = int(cls)
+        self.cls: int = int(cls)
 
     def batched(self, outputs: Tensor, target: Any) -> Tensor:
         labels = _labels(target, "ClassRecall")

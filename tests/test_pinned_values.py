@@ -41,8 +41,9 @@ def _confident_correct(outputs: torch.Tensor, target: torch.Tensor) -> float:
     return float((outputs.argmin(-1) != target).double().mean())
 
 
-def _run(case: str) -> Any:
+def _run(case: str, **overrides: Any) -> Any:
     common: Dict[str, Any] = dict(seed=0, return_result=True)
+    common.update(overrides)
     if case == "filter_accuracy_labels":
         model, x, y = _cnn_data()
         fs = FilterShapley(model, [model.conv1, model.conv2])
@@ -178,6 +179,28 @@ def test_values_as_before(case: str) -> None:
     assert res.flat_values.tolist() == values
     assert res.n_evaluations == n_evaluations
     assert res.convergence_delta == delta
+
+
+def test_returned_tensors_as_before() -> None:
+    # the tensors (now in the layer's dtype) carry the pinned values
+    values = PINNED["filter_accuracy_labels"][0]
+    phi1, phi2 = _run("filter_accuracy_labels", return_result=False)
+    assert phi1.dtype == phi2.dtype == torch.float32
+    assert torch.equal(torch.cat([phi1, phi2]), torch.tensor(values).float())
+    values, _, delta = PINNED["neuron_layer_mask_zero"]
+    phi, gap = _run(
+        "neuron_layer_mask_zero", return_result=False, return_convergence_delta=True
+    )
+    units = torch.tensor(values).float()
+    assert torch.equal(phi, units[torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])])
+    assert isinstance(gap, torch.Tensor) and float(gap) == delta
+
+
+def test_deprecated_batch_size_as_before() -> None:
+    values, n_evaluations, _ = PINNED["filter_custom_metric"]
+    with pytest.warns(DeprecationWarning, match="internal_batch_size"):
+        res = _run("filter_custom_metric", batch_size=16)
+    assert res.flat_values.tolist() == values and res.n_evaluations == n_evaluations
 
 
 if __name__ == "__main__":
