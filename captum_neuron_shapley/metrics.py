@@ -19,6 +19,7 @@ strict confidence bounds use as the true range of a marginal contribution.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Optional, Tuple
 
 import torch
@@ -175,7 +176,7 @@ accuracy = Accuracy()
 
 
 def _is_index(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def default_metric(target: Any, n: int, device: torch.device) -> Tuple[Any, Metric]:
@@ -196,10 +197,12 @@ def default_metric(target: Any, n: int, device: torch.device) -> Tuple[Any, Metr
     targets, such as the ``(labels, in_group)`` pair of
     :class:`SubgroupAccuracy`).
     """
-    if target is None or _is_index(target):
+    if target is None:
         return target, MeanOutput()
+    if _is_index(target):  # also a NumPy integer
+        return int(target), MeanOutput()
     if isinstance(target, tuple) and target and all(map(_is_index, target)):
-        return target, MeanOutput()
+        return tuple(map(int, target)), MeanOutput()
     if isinstance(target, Tensor):
         if target.dim() == 1 and target.shape[0] == n:
             return target, accuracy
@@ -211,9 +214,9 @@ def default_metric(target: Any, n: int, device: torch.device) -> Tuple[Any, Metr
                 f"`target` has {len(target)} entries but `inputs` has {n} examples"
             )
         if all(map(_is_index, target)):
-            return torch.tensor(target, device=device), accuracy
+            return torch.tensor([int(t) for t in target], device=device), accuracy
         if all(isinstance(t, tuple) and all(map(_is_index, t)) for t in target):
-            return target, MeanOutput()
+            return [tuple(map(int, t)) for t in target], MeanOutput()
     raise ValueError(
         "`target` must be one of Captum's target forms for the default metric: "
         "a tensor or list of per-example labels (accuracy), an int or tuple of "

@@ -6,6 +6,7 @@ import inspect
 import warnings
 from typing import Any, List
 
+import numpy as np
 import pytest
 import torch
 from captum.attr import LayerFeatureAblation
@@ -136,8 +137,8 @@ def test_int_and_tuple_targets_are_the_mean_of_that_output(mlp):
     with torch.no_grad():
         full = model(x)[:, 2].double().mean()
     assert game.full_value() == pytest.approx(float(full))
-    # a 0-d tensor and a 1-tuple are the same index
-    for same in (torch.tensor(2), (2,)):
+    # a 0-d tensor, a 1-tuple and a NumPy integer are the same index
+    for same in (torch.tensor(2), (2,), np.int64(2)):
         other = ns.game(x, layer_baselines="zero", target=same)
         assert torch.equal(other.value(keep), game.value(keep))
     a = ns.attribute(x, target=2, **BUDGET)
