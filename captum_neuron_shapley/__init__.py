@@ -4,10 +4,11 @@ behaviour, by their Shapley values for a dataset-level metric."""
 from .attr import FilterShapley, NeuronShapley
 from .metrics import (
     Accuracy,
+    accuracy,
     ClassRecall,
+    MeanOutput,
     NegativeCrossEntropy,
     SubgroupAccuracy,
-    accuracy,
 )
 from .result import ShapleyResult
 
@@ -20,6 +21,7 @@ __all__ = [
     "Accuracy",
     "accuracy",
     "ClassRecall",
+    "MeanOutput",
     "NegativeCrossEntropy",
     "SubgroupAccuracy",
 ]

@@ -2,13 +2,22 @@ r"""Checking and formatting what users pass to ``attribute``."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import Tensor, nn
+from captum._utils.common import (
+    _format_additional_forward_args,
+    _format_tensor_into_tuples,
+)
+from torch import nn, Tensor
 from torch.utils.data import DataLoader
 
-__all__ = ["format_eval_data", "layer_names", "check_positive_int"]
+__all__ = [
+    "format_eval_data",
+    "layer_names",
+    "check_positive_int",
+    "check_not_scripted",
+]
 
 
 def check_positive_int(name: str, value: Any, allow_none: bool = True) -> None:
@@ -18,17 +27,42 @@ def check_positive_int(name: str, value: Any, allow_none: bool = True) -> None:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
 
 
-def layer_names(forward_func: Callable, layers: Sequence[nn.Module]) -> List[str]:
-    r"""Qualified names of ``layers`` in the model; errors for foreign layers."""
+def check_not_scripted(model: Optional[nn.Module], layers: Sequence[nn.Module]) -> None:
+    r"""TorchScript modules (``torch.jit.trace`` or ``torch.jit.script``) run
+    their compiled graph: Python forward hooks on their submodules never run
+    (traced) or cannot be registered (scripted), and the units are removed by
+    such hooks."""
+    scripted = [
+        m
+        for m in ([model] if model is not None else []) + list(layers)
+        if isinstance(m, torch.jit.ScriptModule)
+    ]
+    if scripted:
+        raise ValueError(
+            f"the model or `layer` is a TorchScript module "
+            f"({type(scripted[0]).__name__}): Neuron Shapley removes units with "
+            "forward hooks, which TorchScript modules do not run. Pass the "
+            "original (eager) nn.Module and its layers instead of the "
+            "torch.jit.trace/torch.jit.script result"
+        )
+
+
+def layer_names(
+    forward_func: Callable, layers: Sequence[nn.Module], model: Optional[nn.Module]
+) -> List[str]:
+    r"""Qualified names of ``layers`` in ``model`` (the module behind
+    ``forward_func``, if any); errors for foreign layers."""
     for i, layer in enumerate(layers):
         if not isinstance(layer, nn.Module):
             raise ValueError(
                 f"`layer` must be an nn.Module or a list of them; entry {i} is "
                 f"{type(layer).__name__}"
             )
-    if not isinstance(forward_func, nn.Module):
+    if len(set(map(id, layers))) != len(layers):
+        raise ValueError("`layer` lists the same module more than once")
+    if model is None:
         return [f"{type(m).__name__}_{i}" for i, m in enumerate(layers)]
-    names = {id(m): n for n, m in forward_func.named_modules()}
+    names = {id(m): n for n, m in model.named_modules()}
     out = []
     for i, layer in enumerate(layers):
         if id(layer) not in names:
@@ -37,8 +71,6 @@ def layer_names(forward_func: Callable, layers: Sequence[nn.Module]) -> List[str
                 "the model"
             )
         out.append(names[id(layer)] or type(layer).__name__)
-    if len(set(map(id, layers))) != len(layers):
-        raise ValueError("`layer` lists the same module more than once")
     return out
 
 
@@ -49,17 +81,22 @@ def _as_inputs(x: Any) -> Tuple[Tensor, ...]:
             "`inputs` must be a Tensor, a tuple of Tensors or a DataLoader, got "
             f"{type(x).__name__}"
         )
-    return xs
+    return _format_tensor_into_tuples(x)
 
 
 def format_eval_data(
-    inputs: Union[Tensor, Tuple[Tensor, ...], DataLoader], target: Any
-) -> Tuple[Tuple[Tensor, ...], Any]:
-    r"""Evaluation inputs as a tuple of tensors and the matching target.
+    inputs: Union[Tensor, Tuple[Tensor, ...], DataLoader],
+    target: Any,
+    additional_forward_args: Any = None,
+) -> Tuple[Tuple[Tensor, ...], Any, Optional[Tuple[Any, ...]]]:
+    r"""Evaluation inputs as a tuple of tensors, the matching target and the
+    additional forward arguments as a tuple (Captum's formats).
 
     A DataLoader is read once: each batch is a Tensor, or a tuple/list whose last
     element is the target when ``target`` is None (all elements are inputs
-    otherwise).
+    otherwise). As in Captum, a tensor among ``additional_forward_args`` must
+    have one entry per example along dimension 0 (of all the examples, for a
+    DataLoader); other arguments are passed as they are.
     """
     if isinstance(inputs, DataLoader):
         parts: List[Tuple[Tensor, ...]] = []
@@ -100,7 +137,16 @@ def format_eval_data(
                 f"tensor {i} has shape {tuple(x.shape)}, expected {n} examples"
             )
     _check_target(target, n)
-    return xs, target
+    args = _format_additional_forward_args(additional_forward_args)
+    for i, a in enumerate(args or ()):
+        if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] != n:
+            raise ValueError(
+                f"`additional_forward_args` tensor {i} has shape {tuple(a.shape)}; "
+                f"a tensor argument must have one entry per example ({n}) along "
+                "dimension 0, as in Captum (pass other values as non-tensors or "
+                "wrap the model)"
+            )
+    return xs, target, args
 
 
 def _check_target(target: Any, n: int) -> None:

@@ -17,11 +17,11 @@ from typing import (
 )
 
 import torch
-from torch import Tensor, nn
+from torch import nn, Tensor
 
-from .game import UnitGame, model_guard
+from .game import model_guard, UnitGame
 from .metrics import accuracy
-from .removal import LayerUnits, ablate, filter_groups
+from .removal import ablate, filter_groups, LayerUnits
 from .result import ShapleyResult
 
 __all__ = [
@@ -126,6 +126,7 @@ def metric_after_removal(
     with model_guard(model):
         device = xs[0].device
         for u in layer_units:
+            assert u.baseline is not None  # to_units always sets one
             u.groups, u.baseline = u.groups.to(device), u.baseline.to(device)
         game = UnitGame(
             model,
@@ -262,7 +263,12 @@ def removal_curves(
         curve = torch.full((len(ks),), float("nan"), dtype=torch.float64)
         if within:
             got = metric_after_removal(
-                model, result, [rs[:k] for k in within], inputs, target, metric,
+                model,
+                result,
+                [rs[:k] for k in within],
+                inputs,
+                target,
+                metric,
                 batch_size,
             )
             curve[[i for i, k in enumerate(ks) if int(k) <= len(rs)]] = got

@@ -10,7 +10,7 @@ group everything here reduces to the single-process case.
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, List
 
 import torch
 import torch.distributed as dist
@@ -32,10 +32,10 @@ class Collective:
     r"""The process group of the run (a group of one without ``torch.distributed``)."""
 
     def __init__(self) -> None:
-        self.on = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if self.on else 0
-        self.world = dist.get_world_size() if self.on else 1
-        self.device = torch.device("cpu")
+        self.on: bool = dist.is_available() and dist.is_initialized()
+        self.rank: int = dist.get_rank() if self.on else 0
+        self.world: int = dist.get_world_size() if self.on else 1
+        self.device: torch.device = torch.device("cpu")
         if self.on and dist.get_backend() == "nccl":
             self.device = torch.device("cuda", torch.cuda.current_device())
 
@@ -56,7 +56,8 @@ class Collective:
             other.count, other.mean, other.m2 = part[0], part[1], part[2]
             stats.merge(other)
 
-    def _reduce(self, values: List[float], op: "dist.ReduceOp") -> List[float]:
+    def _reduce(self, values: List[float], op: Any) -> List[float]:
+        # op: a member of dist.ReduceOp (typed as its RedOpType)
         if not self.on:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64, device=self.device)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
+from captum._utils.progress import progress
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .bandit import BoundConfig, TopKRule
 from .distributed import Collective
@@ -138,7 +138,7 @@ class TMABEstimator:
         last_save = time.monotonic()
         if self.budget.max_time is not None:
             self._deadline = start + self.budget.max_time
-        bar = tqdm(
+        bar: Any = progress(  # Captum's helper (a tqdm bar)
             total=self.budget.max_permutations,
             initial=self.n_permutations,
             disable=not self.show_progress or self.group.rank != 0,

@@ -6,15 +6,44 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
+from captum._utils.common import (
+    _expand_additional_forward_args,
+    _run_forward,
+    _sort_key_list,
+)
+from captum._utils.gradient import (
+    _extract_device_ids,
+    _forward_layer_distributed_eval,
+    _gather_distributed_tensors,
+)
+from torch import nn, Tensor
+from torch.utils.hooks import RemovableHandle
 
 from .prefix import capture_hooks, repeat_for, replay
-from .removal import LayerUnits, ablate
+from .removal import ablate, layer_tensors, LayerUnits
 
-__all__ = ["UnitGame", "reference_pass", "model_guard", "subset_target"]
+__all__ = [
+    "UnitGame",
+    "LayerEval",
+    "reference_pass",
+    "model_guard",
+    "module_of",
+    "subset_target",
+]
+
+
+def module_of(forward_func: Callable) -> Optional[nn.Module]:
+    r"""The ``nn.Module`` behind ``forward_func``: the function itself, or the
+    module a bound method (such as ``model.forward``) belongs to."""
+    if isinstance(forward_func, nn.Module):
+        return forward_func
+    owner = getattr(forward_func, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
 
 
 @contextlib.contextmanager
@@ -22,7 +51,8 @@ def model_guard(model: Callable) -> Iterator[None]:
     r"""Evaluate in ``eval`` mode without gradients; restore every module's
     ``training`` flag on exit, also after an exception. A plain callable is only
     run without gradients."""
-    modules = list(model.modules()) if isinstance(model, nn.Module) else []
+    module = module_of(model)
+    modules = list(module.modules()) if module is not None else []
     flags = [(m, m.training) for m in modules]
     try:
         for m in modules:
@@ -35,18 +65,49 @@ def model_guard(model: Callable) -> Iterator[None]:
 
 
 def subset_target(target: Any, idx: Optional[Tensor], n: int) -> Any:
-    r"""Restrict a per-example target (tensor or tuple/list of them) to ``idx``."""
+    r"""Restrict a per-example target to the examples ``idx``: a tensor with
+    ``n`` entries, a list of ``n`` per-example indices (Captum's list target), or
+    a tuple/list of per-example tensors. Anything else is returned as it is."""
     if idx is None:
         return target
     if isinstance(target, Tensor) and target.dim() > 0 and target.shape[0] == n:
         return target[idx.to(target.device)]
+    if (
+        isinstance(target, list)
+        and len(target) == n
+        and not any(isinstance(t, Tensor) for t in target)
+    ):
+        return [target[i] for i in idx.tolist()]
     if isinstance(target, (tuple, list)):
         return type(target)(subset_target(t, idx, n) for t in target)
     return target
 
 
-def _forward(model: nn.Module, inputs: Sequence[Tensor]) -> Tensor:
-    out = model(*inputs)
+def subset_args(
+    args: Optional[Tuple[Any, ...]], idx: Any, n: int
+) -> Optional[Tuple[Any, ...]]:
+    r"""Index the per-example tensors of ``additional_forward_args`` (those with
+    ``n`` entries along dimension 0) with ``idx`` (a slice or index tensor)."""
+    if args is None:
+        return None
+    return tuple(
+        (
+            a[idx if isinstance(idx, slice) else idx.to(a.device)]
+            if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n
+            else a
+        )
+        for a in args
+    )
+
+
+def _forward(
+    model: Callable, inputs: Sequence[Tensor], args: Optional[Tuple[Any, ...]]
+) -> Tensor:
+    out = _run_forward(model, tuple(inputs), additional_forward_args=args)
+    return _check_output(out)
+
+
+def _check_output(out: Any) -> Tensor:
     if not isinstance(out, Tensor):
         raise ValueError(
             f"the model returned {type(out).__name__}; the metric needs a Tensor of "
@@ -60,72 +121,136 @@ def _batches(n: int, batch_size: Optional[int]) -> List[slice]:
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
+@dataclass
+class LayerEval:
+    r"""What the reference pass saw of one layer.
+
+    Attributes:
+        shapes (list of torch.Size): Each tensor's shape without the batch
+            dimension (one tensor, or one per element of a tuple).
+        means (list of Tensor): Each tensor averaged over the examples (float64).
+        dtypes (list of torch.dtype): Each tensor's dtype.
+        is_tuple (bool): Whether the layer gave several tensors (attributed as a
+            tuple, as Captum's layer methods do; a tuple of one tensor is
+            attributed as that tensor).
+    """
+
+    shapes: List[torch.Size]
+    means: List[Tensor]
+    dtypes: List[torch.dtype]
+    is_tuple: bool
+
+
 def reference_pass(
-    model: nn.Module,
+    forward_func: Callable,
     layers: Sequence[nn.Module],
     names: Sequence[str],
     inputs: Tuple[Tensor, ...],
+    additional_forward_args: Optional[Tuple[Any, ...]] = None,
     batch_size: Optional[int] = None,
     capture: Sequence[nn.Module] = (),
-) -> Tuple[Tensor, List[torch.Size], List[Tensor], List[Tensor]]:
+    attribute_to_layer_input: bool = False,
+    device_ids: Optional[List[int]] = None,
+) -> Tuple[Tensor, List[LayerEval], List[Tensor]]:
     r"""One pass of the intact model over the evaluation inputs.
 
-    Returns the model outputs, each layer's output shape (without batch), each
-    layer's output averaged over the examples (float64, same shape), and the
-    outputs of the ``capture`` modules for all examples.
-    """
-    sums: List[Optional[Tensor]] = [None] * len(layers)
-    shapes: List[Optional[torch.Size]] = [None] * len(layers)
+    The layer tensors come from Captum's ``_forward_layer_distributed_eval`` (which
+    also gathers the slices of a ``DataParallel`` model in device order), one batch
+    of ``batch_size`` examples at a time; only their sums are kept. Hooks of our
+    own, registered before Captum's, check that every layer gives Tensors and runs
+    exactly once per forward pass (a layer shared between two places of the
+    model cannot be ablated at one of them), and record the outputs of the
+    ``capture`` modules (the prefix that :mod:`.prefix` replays).
 
-    def make_hook(i: int):
-        def hook(module: nn.Module, inp: Any, out: Any) -> None:
-            if not isinstance(out, Tensor):
-                raise ValueError(
-                    f"`layer` {names[i]!r} returned {type(out).__name__}; only "
-                    "layers whose output is a single Tensor can be ablated"
-                )
-            if out.dim() < 2:
-                raise ValueError(
-                    f"`layer` {names[i]!r} has output shape {tuple(out.shape)}; "
-                    "expected (N, ...) with a batch dimension and unit dimensions"
-                )
-            calls[i] += 1
-            if calls[i] > n_batches[0]:
+    Returns:
+        The model outputs for all examples, a :class:`LayerEval` per layer, and
+        the outputs of the ``capture`` modules for all examples.
+    """
+    n = inputs[0].shape[0]
+    where = "takes" if attribute_to_layer_input else "returned"
+    rows, expected = [0] * len(layers), [0]
+
+    lock = threading.Lock()  # DataParallel runs its replicas in threads
+
+    def make_check(i: int) -> Callable[..., None]:
+        def check(module: nn.Module, args: Any, out: Any = None) -> None:
+            value = args if attribute_to_layer_input else out
+            seen = layer_tensors(value, names[i], where)[0].shape[0]
+            with lock:
+                rows[i] += seen
+                too_many = rows[i] > expected[0]
+            if too_many:
                 raise ValueError(
                     f"`layer` {names[i]!r} is called more than once per forward "
                     "pass (a shared module, such as a ReLU reused in a residual "
                     "block); removing its units would tie every call together. "
                     "Choose layers that run once (e.g. the conv or norm layers)"
                 )
-            shapes[i] = out.shape[1:]
-            s = out.detach().to(torch.float64).sum(0)
-            sums[i] = s if sums[i] is None else sums[i] + s
 
-        return hook
+        return check
 
-    outs = []
-    calls, n_batches = [0] * len(layers), [0]
+    def check_called() -> None:
+        for i, r in enumerate(rows):
+            if r == 0:
+                raise ValueError(
+                    f"`layer` {names[i]!r} was not called in the model's forward "
+                    "pass (a TorchScript model, such as a torch.jit.trace result, "
+                    "runs no forward hooks: pass the eager nn.Module)"
+                )
+
+    outs: List[Tensor] = []
+    sums: List[List[Tensor]] = []
+    evals: List[LayerEval] = []
     captured: List[List[Tensor]] = [[] for _ in capture]
-    handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(layers)]
-    handles += [
-        m.register_forward_hook(h)
-        for m, h in zip(capture, capture_hooks(capture, captured))
-    ]
+    handles: List[RemovableHandle] = []
     try:
-        for sl in _batches(inputs[0].shape[0], batch_size):
-            n_batches[0] += 1
-            outs.append(_forward(model, [x[sl] for x in inputs]))
+        for i, m in enumerate(layers):
+            if attribute_to_layer_input:
+                handles.append(m.register_forward_pre_hook(make_check(i)))
+            else:
+                handles.append(m.register_forward_hook(make_check(i)))
+        for m, h in zip(capture, capture_hooks(capture, captured)):
+            handles.append(m.register_forward_hook(h))
+        for sl in _batches(n, batch_size):
+            expected[0] += sl.stop - sl.start
+            try:
+                saved, out = _forward_layer_distributed_eval(
+                    forward_func,
+                    tuple(x[sl] for x in inputs),
+                    list(layers),
+                    additional_forward_args=subset_args(additional_forward_args, sl, n),
+                    attribute_to_layer_input=attribute_to_layer_input,
+                    forward_hook_with_return=True,
+                )
+            except AssertionError:  # Captum's "did not obtain any outputs"
+                check_called()
+                raise
+            check_called()
+            outs.append(_check_output(out))
+            ids = _extract_device_ids(forward_func, saved, device_ids)
+            for i, layer in enumerate(layers):
+                keys = _sort_key_list(list(saved[layer].keys()), ids)
+                tensors = _gather_distributed_tensors(saved[layer], key_list=keys)
+                batch_sums = [t.detach().to(torch.float64).sum(0) for t in tensors]
+                if len(sums) <= i:
+                    sums.append(batch_sums)
+                    evals.append(
+                        LayerEval(
+                            [t.shape[1:] for t in tensors],
+                            [],
+                            [t.dtype for t in tensors],
+                            len(tensors) > 1,
+                        )
+                    )
+                else:
+                    sums[i] = [a + b.to(a.device) for a, b in zip(sums[i], batch_sums)]
     finally:
         for h in handles:
             h.remove()
-    for i, s in enumerate(sums):
-        if s is None:
-            raise ValueError(
-                f"`layer` {names[i]!r} was not called in the model's forward pass"
-            )
-    n = inputs[0].shape[0]
+    for ev, s in zip(evals, sums):
+        ev.means = [t / n for t in s]
     prefix = [torch.cat(c) for c in captured]
-    return torch.cat(outs), shapes, [s / n for s in sums], prefix  # type: ignore
+    return torch.cat(outs), evals, prefix
 
 
 class UnitGame:
@@ -133,11 +258,13 @@ class UnitGame:
     ``S`` present.
 
     Args:
-        model (nn.Module): The model (evaluated in eval mode, without gradients).
-        units (sequence of LayerUnits): The players, layer by layer.
+        model (nn.Module or Callable): The model, or its forward function
+            (evaluated in eval mode, without gradients).
+        units (sequence of LayerUnits): The players, tensor by tensor.
         inputs (tuple of Tensor): The evaluation inputs, examples along dim 0.
         target (Any): Passed to the metric (subset along with the examples when it
-            is a per-example tensor or a tuple of them).
+            is a per-example tensor, a list of per-example indices or a tuple of
+            per-example tensors).
         metric (Callable): ``metric(outputs, target) -> float``, higher is better.
         full_outputs (Tensor): The intact model's outputs on ``inputs``.
         perturbations_per_eval (int): Coalitions evaluated in one forward pass.
@@ -145,6 +272,12 @@ class UnitGame:
         prefix (tuple, optional): Modules that run before every ablated layer and
             their outputs on all ``inputs`` (see :mod:`.prefix`): replayed instead
             of recomputed.
+        additional_forward_args (tuple, optional): Passed to the model after the
+            inputs, as in Captum; tensors with one entry per example follow the
+            examples (subsets, batches) and are repeated for every coalition of
+            a forward pass (Captum's ``_expand_additional_forward_args``).
+        device_ids (list of int, optional): The devices a ``DataParallel`` model
+            scatters its batch to (see :func:`.removal.ablate`).
 
     Attributes:
         n_evaluations (int): Coalitions evaluated by running the model.
@@ -153,7 +286,7 @@ class UnitGame:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Callable,
         units: Sequence[LayerUnits],
         inputs: Tuple[Tensor, ...],
         target: Any,
@@ -162,23 +295,30 @@ class UnitGame:
         perturbations_per_eval: int = 1,
         batch_size: Optional[int] = None,
         prefix: Tuple[Sequence[nn.Module], Sequence[Tensor]] = ((), ()),
+        additional_forward_args: Optional[Tuple[Any, ...]] = None,
+        device_ids: Optional[List[int]] = None,
     ) -> None:
-        self.model = model
-        self.prefix_modules, self.prefix_outputs = list(prefix[0]), list(prefix[1])
-        self.units = list(units)
-        self.inputs = inputs
-        self.target = target
-        self.metric = metric
-        self.full_outputs = full_outputs
-        self.perturbations_per_eval = perturbations_per_eval
-        self.batch_size = batch_size
-        self.n_examples = int(inputs[0].shape[0])
+        self.model: Callable = model
+        self.additional_forward_args: Optional[Tuple[Any, ...]] = (
+            additional_forward_args
+        )
+        self.device_ids: Optional[List[int]] = device_ids
+        self.prefix_modules: List[nn.Module] = list(prefix[0])
+        self.prefix_outputs: List[Tensor] = list(prefix[1])
+        self.units: List[LayerUnits] = list(units)
+        self.inputs: Tuple[Tensor, ...] = inputs
+        self.target: Any = target
+        self.metric: Callable = metric
+        self.full_outputs: Tensor = full_outputs
+        self.perturbations_per_eval: int = perturbations_per_eval
+        self.batch_size: Optional[int] = batch_size
+        self.n_examples: int = int(inputs[0].shape[0])
         sizes = [u.n_units for u in self.units]
-        self.n_units = sum(sizes)
-        self.offsets = [0] + list(torch.tensor(sizes).cumsum(0).tolist())
-        self.device = inputs[0].device
-        self.n_evaluations = 0
-        self.n_forward = 0
+        self.n_units: int = sum(sizes)
+        self.offsets: List[int] = [0] + list(torch.tensor(sizes).cumsum(0).tolist())
+        self.device: torch.device = inputs[0].device
+        self.n_evaluations: int = 0
+        self.n_forward: int = 0
         self._empty_outputs: Optional[Tensor] = None
 
     # -- metric ---------------------------------------------------------------
@@ -211,11 +351,20 @@ class UnitGame:
             return list(xs) if idx is None else [x[idx.to(x.device)] for x in xs]
 
         keep = keep.cpu()
+        args = self.additional_forward_args
+        if idx is not None:
+            args = subset_args(args, idx, self.n_examples)
         with model_guard(self.model):
-            return self._outputs(keep, pick(self.inputs), pick(self.prefix_outputs))
+            return self._outputs(
+                keep, pick(self.inputs), pick(self.prefix_outputs), args
+            )
 
     def _outputs(
-        self, keep: Tensor, inputs: List[Tensor], cached: List[Tensor]
+        self,
+        keep: Tensor,
+        inputs: List[Tensor],
+        cached: List[Tensor],
+        args: Optional[Tuple[Any, ...]],
     ) -> Tensor:
         n = inputs[0].shape[0]
         chunks = []
@@ -230,8 +379,12 @@ class UnitGame:
             for sl in _batches(n, self.batch_size):
                 rep = [repeat_for(x[sl], m) for x in inputs]
                 fixed = [repeat_for(c[sl], m) for c in cached]
-                with replay(self.prefix_modules, fixed), ablate(self.units, per_layer):
-                    out = _forward(self.model, rep)
+                rep_args = _expand_additional_forward_args(subset_args(args, sl, n), m)
+                hooks = ablate(
+                    self.units, per_layer, sl.stop - sl.start, self.device_ids
+                )
+                with replay(self.prefix_modules, fixed), hooks:
+                    out = _forward(self.model, rep, rep_args)
                 self.n_forward += 1
                 cols.append(out.reshape(m, -1, *out.shape[1:]))
             chunks.append(torch.cat(cols, 1))

@@ -13,16 +13,21 @@ skipped while the rest of the model's ``forward`` runs unchanged.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
+from captum._utils.common import _run_forward
+from torch import nn, Tensor
 
 __all__ = ["trace_prefix", "replay"]
 
 
 def trace_prefix(
-    model: nn.Module, layers: Sequence[nn.Module], inputs: Tuple[Tensor, ...]
+    model: nn.Module,
+    layers: Sequence[nn.Module],
+    inputs: Tuple[Tensor, ...],
+    additional_forward_args: Optional[Tuple[Any, ...]] = None,
+    forward_func: Optional[Callable] = None,
 ) -> List[nn.Module]:
     r"""Outermost modules whose outputs do not depend on the ablated ``layers``.
 
@@ -30,6 +35,9 @@ def trace_prefix(
         model (nn.Module): The model.
         layers (sequence of nn.Module): The layers whose units are ablated.
         inputs (tuple of Tensor): A small batch to trace the forward pass with.
+        additional_forward_args (tuple, optional): Passed after the inputs.
+        forward_func (Callable, optional): What to call (default: ``model``),
+            such as ``model.forward``.
 
     Returns:
         list of nn.Module: In call order; empty when nothing can be skipped.
@@ -37,7 +45,7 @@ def trace_prefix(
     events: List[Tuple[str, nn.Module, Any]] = []
     calls: Dict[int, int] = {}
     ablated = {id(m) for m in layers}
-    first = {"t": None}
+    first: Dict[str, Optional[int]] = {"t": None}
 
     def pre(module: nn.Module, args: Any) -> None:
         calls[id(module)] = calls.get(id(module), 0) + 1
@@ -53,15 +61,20 @@ def trace_prefix(
     handles += [m.register_forward_hook(post) for m in modules]
     try:
         with torch.no_grad():
-            model(*inputs)
+            _run_forward(
+                model if forward_func is None else forward_func,
+                inputs,
+                additional_forward_args=additional_forward_args,
+            )
     finally:
         for h in handles:
             h.remove()
-    if first["t"] is None:
+    stop = first["t"]
+    if stop is None:
         return []
     done = [
         m
-        for kind, m, out in events[: first["t"]]
+        for kind, m, out in events[:stop]
         if kind == "end" and isinstance(out, Tensor) and calls[id(m)] == 1
     ]
     done_ids = {id(m) for m in done}
@@ -108,7 +121,7 @@ def capture_hooks(
 ) -> List[Callable]:
     r"""Hooks that append each module's output (detached) to ``store[i]``."""
 
-    def make(i: int):
+    def make(i: int) -> Callable[[nn.Module, Any, Tensor], None]:
         def hook(module: nn.Module, args: Any, out: Tensor) -> None:
             store[i].append(out.detach().clone())  # later in-place ops
 

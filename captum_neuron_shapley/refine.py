@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+from captum._utils.progress import progress
 from torch import Tensor
 
 from .game import UnitGame
@@ -87,12 +88,13 @@ def greedy_removal(
         raise ValueError(f"`refine_beam` must be a positive integer, got {beam!r}")
     pool = order[: min(pool_size, n)]
     if len(pool) < k:
-        raise ValueError(f"the candidate order holds {len(pool)} units, fewer than k={k}")
-    from tqdm.auto import tqdm
-
+        raise ValueError(
+            f"the candidate order holds {len(pool)} units, fewer than k={k}"
+        )
     # each beam entry: (removed units in order, V after each removal)
     beams: List[Tuple[List[int], List[float]]] = [([], [game.full_value()])]
-    for _ in tqdm(range(k), disable=not show_progress, desc="Greedy removal set"):
+    steps = progress(range(k), disable=not show_progress, desc="Greedy removal set")
+    for _ in steps:
         cands: List[Tuple[List[int], List[float]]] = []
         seen = set()
         for removed, path in beams:

@@ -1,20 +1,30 @@
 r"""Players and their removal: which elements of a layer output form a unit, and
-how a removed unit is replaced (forward hooks only; weights are never edited)."""
+how a removed unit is replaced (forward hooks only; weights are never edited).
+
+Why not Captum's ``LayerFeatureAblation`` hook: it replaces a layer's output by a
+tensor computed beforehand for the whole batch, one feature group at a time. The
+unit game evaluates ``M`` different coalitions in one pass over ``M`` copies of
+the examples, so a hook here must replace a different set of units in each
+block of rows, and, for the usual conv/linear outputs, can do so in place
+without allocating another activation-sized tensor.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import nn, Tensor
+from torch.utils.hooks import RemovableHandle
 
 __all__ = [
     "LayerUnits",
     "filter_groups",
     "neuron_groups",
     "ablate",
+    "layer_tensors",
     "per_layer",
     "resolve_baseline",
 ]
@@ -35,6 +45,13 @@ class LayerUnits:
         kind (str): ``"filter"`` (one value per channel) or ``"neuron"`` (values
             reported at the layer output's shape).
         baseline (Tensor or None): Replacement value, broadcastable to ``out_shape``.
+        index (int or None): Position of the tensor in the layer's tuple of
+            outputs (or positional inputs); ``None`` when the layer returns a
+            single Tensor.
+        layer_input (bool): Whether the units are elements of the layer's input
+            (Captum's ``attribute_to_layer_input``) instead of its output.
+        dtype (torch.dtype or None): The dtype of the tensor, as the layer
+            produced it in the reference pass.
     """
 
     layer: nn.Module
@@ -44,6 +61,9 @@ class LayerUnits:
     unit_ids: Tensor
     kind: str
     baseline: Optional[Tensor] = None
+    index: Optional[int] = None
+    layer_input: bool = False
+    dtype: Optional[torch.dtype] = None
 
     @property
     def n_units(self) -> int:
@@ -114,13 +134,67 @@ def neuron_groups(
     return groups.view(mask.shape), unit_ids
 
 
-def _replace(units: LayerUnits, keep: Tensor, out: Tensor, inplace: bool) -> Tensor:
-    r"""Replace the removed units of ``out`` (shape ``(M * B, *S)``), writing into
-    ``out`` itself when ``inplace`` (no new activation-sized tensor)."""
+def _replica_start(
+    rows: int, total: int, device: torch.device, device_ids: Optional[List[int]]
+) -> int:
+    r"""First row, in the batch the model was called with, of the ``rows`` rows a
+    ``DataParallel`` replica on ``device`` received: the batch of ``total`` rows
+    is cut like ``Tensor.chunk(len(device_ids))`` and chunk ``i`` runs on
+    ``device_ids[i]`` (as ``torch.nn.DataParallel`` scatters it)."""
+    if not device_ids:
+        raise ValueError(
+            f"a layer saw {rows} of the {total} rows of the forward pass: the model "
+            "splits its batch across devices (DataParallel?). Pass the DataParallel "
+            "model as `forward_func`, or its `device_ids` to the constructor"
+        )
+    if device.index not in device_ids:
+        raise ValueError(
+            f"a layer ran on {device}, which is not in `device_ids` {device_ids}"
+        )
+    step = -(-total // len(device_ids))
+    start = device_ids.index(device.index) * step
+    if rows != min(step, total - start):
+        raise ValueError(
+            f"a layer on {device} saw {rows} rows; splitting {total} rows over "
+            f"`device_ids` {device_ids} gives that device "
+            f"{max(min(step, total - start), 0)}"
+        )
+    return start
+
+
+def _replace_rows(
+    keep: Tensor, groups: Tensor, base: Tensor, out: Tensor, start: int, per: int
+) -> Tensor:
+    r"""Replace removed units in the rows ``start, start + 1, ...`` of the
+    forward pass (a replica's slice), row ``r`` belonging to coalition
+    ``r // per``."""
+    rows = torch.arange(start, start + out.shape[0], device=out.device)
+    present = keep[rows // per][:, groups]  # (rows, *groups)
+    return torch.where(present, out, base)
+
+
+def _replace(
+    units: LayerUnits,
+    keep: Tensor,
+    out: Tensor,
+    inplace: bool,
+    per_coalition: Optional[int] = None,
+    device_ids: Optional[List[int]] = None,
+) -> Tensor:
+    r"""Replace the removed units of ``out``: rows ``[j * B, (j + 1) * B)`` of the
+    forward pass belong to coalition ``j`` (``B = per_coalition``, or
+    ``len(out) // M``), writing into ``out`` itself when ``inplace`` (no new
+    activation-sized tensor). A ``DataParallel`` replica sees a slice of the rows;
+    ``device_ids`` tell which."""
+    assert units.baseline is not None, f"no baseline for {units.name!r}"
     m = keep.shape[0]
-    shaped = out.reshape(m, out.shape[0] // m, *out.shape[1:])
     keep = keep.to(out.device)  # no-op unless the model moves tensors itself
     base = units.baseline.to(dtype=out.dtype, device=out.device)
+    groups = units.groups.to(out.device)
+    if per_coalition is not None and m > 1 and out.shape[0] != m * per_coalition:
+        start = _replica_start(out.shape[0], m * per_coalition, out.device, device_ids)
+        return _replace_rows(keep, groups, base, out, start, per_coalition)
+    shaped = out.reshape(m, out.shape[0] // m, *out.shape[1:])
     inplace = inplace and shaped.data_ptr() == out.data_ptr()
     if inplace and units.kind == "filter" and out.device.type == "cpu":
         # write only the removed channels (on a GPU, nonzero would sync)
@@ -130,7 +204,7 @@ def _replace(units: LayerUnits, keep: Tensor, out: Tensor, inplace: bool) -> Ten
             if gone.numel():
                 shaped[j][:, gone] = full[gone]
         return out
-    present = keep[:, units.groups.to(out.device)].unsqueeze(1)  # (M, 1, *groups)
+    present = keep[:, groups].unsqueeze(1)  # (M, 1, *groups)
     if inplace:
         torch.where(present, shaped, base, out=shaped)
         return out
@@ -170,42 +244,97 @@ def _owns(module: nn.Module, out: Tensor) -> bool:
     )
 
 
+def layer_tensors(value: Any, name: str, where: str) -> Tuple[Tensor, ...]:
+    r"""The tensors of a layer's output (or positional inputs): a Tensor, or a
+    tuple or list of Tensors, each ``(N, ...)`` with unit dimensions."""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    if not items or not all(isinstance(t, Tensor) for t in items):
+        kinds = ", ".join(type(t).__name__ for t in items) or "nothing"
+        raise ValueError(
+            f"`layer` {name!r} {where} {type(value).__name__} ({kinds}); only "
+            "layers whose output (or, with `attribute_to_layer_input`, positional "
+            "input) is a Tensor or a tuple of Tensors can be ablated"
+        )
+    for t in items:
+        if t.dim() < 2:
+            raise ValueError(
+                f"`layer` {name!r} has a tensor of shape {tuple(t.shape)}; "
+                "expected (N, ...) with a batch dimension and unit dimensions"
+            )
+    return tuple(items)
+
+
 @contextlib.contextmanager
 def ablate(
-    units: Sequence[LayerUnits], keep: Union[Tensor, List[Tensor], Any]
+    units: Sequence[LayerUnits],
+    keep: Sequence[Optional[Tensor]],
+    per_coalition: Optional[int] = None,
+    device_ids: Optional[List[int]] = None,
 ) -> Iterator[None]:
     r"""Forward hooks that replace removed units during the ``with`` block.
 
     Args:
-        units (sequence of LayerUnits): The layers and their units.
-        keep (list of Tensor): One boolean tensor of shape ``(M, n_units)`` per layer:
-            which units are present in each of the ``M`` coalitions. The batch the
-            model sees must be ``M`` copies of the evaluation examples, coalition-major.
-            ``None`` for a layer means nothing is removed there (no hook).
+        units (sequence of LayerUnits): The units, tensor by tensor (a layer with
+            a tuple of outputs has one entry per tensor).
+        keep (sequence of Tensor): One boolean tensor of shape ``(M, n_units)``
+            per entry of ``units``: which units are present in each of the ``M``
+            coalitions. The batch the model sees must be ``M`` copies of the
+            evaluation examples, coalition-major. ``None`` means nothing is
+            removed there.
+        per_coalition (int, optional): Rows of the forward pass per coalition
+            (default: the rows a layer sees, divided by ``M``); needed when a
+            ``DataParallel`` model splits the batch across devices.
+        device_ids (list of int, optional): The devices such a model scatters
+            its batch to, in order.
 
     The output of a conv, linear or batch-norm layer with no other forward hook
     is overwritten in place (it is a fresh tensor nothing else holds); any other
-    layer's output is left as it is and a new tensor is returned. Hooks are
-    removed when the block exits, also after an exception.
+    tensor (a layer's input, an element of a tuple of outputs, another layer's
+    output) is left as it is and a new tensor is returned. Hooks are removed when
+    the block exits, also after an exception.
     """
-    handles = []
+    # one hook per (module, input or output) replaces every tensor of it
+    sites: Dict[Tuple[int, bool], List[Tuple[LayerUnits, Tensor]]] = {}
+    for u, k in zip(units, keep):
+        if k is None or (k.device.type == "cpu" and bool(k.all())):
+            continue  # nothing removed in this tensor
+        sites.setdefault((id(u.layer), u.layer_input), []).append((u, k))
 
-    def make_hook(u: LayerUnits, k: Tensor):
-        def hook(module: nn.Module, inputs: Any, out: Any) -> Tensor:
-            if not isinstance(out, Tensor):
-                raise ValueError(
-                    f"`layer` {u.name!r} returned {type(out).__name__}; only layers "
-                    "whose output is a single Tensor can be ablated"
-                )
-            return _replace(u, k, out, _owns(module, out))
+    def replace_all(
+        module: nn.Module, value: Any, parts: List[Tuple[LayerUnits, Tensor]]
+    ) -> Any:
+        u0 = parts[0][0]
+        where = "takes" if u0.layer_input else "returned"
+        tensors = list(layer_tensors(value, u0.name, where))
+        for u, k in parts:
+            j = 0 if u.index is None else u.index
+            own = not u.layer_input and u.index is None and _owns(module, tensors[j])
+            tensors[j] = _replace(u, k, tensors[j], own, per_coalition, device_ids)
+        if isinstance(value, Tensor):
+            return tensors[0]
+        return type(value)(tensors)
+
+    def make_hook(parts: List[Tuple[LayerUnits, Tensor]]) -> Callable[..., Any]:
+        if parts[0][0].layer_input:
+
+            def pre_hook(module: nn.Module, args: Any) -> Any:
+                return tuple(replace_all(module, tuple(args), parts))
+
+            return pre_hook
+
+        def hook(module: nn.Module, args: Any, out: Any) -> Any:
+            return replace_all(module, out, parts)
 
         return hook
 
+    handles: List[RemovableHandle] = []
     try:
-        for u, k in zip(units, keep):
-            if k is None or (k.device.type == "cpu" and bool(k.all())):
-                continue  # nothing removed in this layer
-            handles.append(u.layer.register_forward_hook(make_hook(u, k)))
+        for parts in sites.values():
+            layer = parts[0][0].layer
+            if parts[0][0].layer_input:
+                handles.append(layer.register_forward_pre_hook(make_hook(parts)))
+            else:
+                handles.append(layer.register_forward_hook(make_hook(parts)))
         yield
     finally:
         for h in handles:
@@ -221,6 +350,35 @@ def per_layer(value: Any, n: int, name: str) -> List[Any]:
             )
         return list(value)
     return [value] * n
+
+
+def per_tensor(
+    value: Any, counts: Sequence[int], names: Sequence[str], single: bool, name: str
+) -> List[Any]:
+    r"""One entry per tensor of every layer (a layer with a tuple of outputs has
+    ``counts[i] > 1`` tensors), as Captum's layer methods take a tuple for a
+    layer with several tensors: with one layer (``single``) a tuple is per
+    tensor; with a list of layers a tuple is per layer, and its entry for a
+    layer with several tensors may be a tuple per tensor. Anything else is
+    repeated."""
+    if single:
+        entries = [value] if counts[0] > 1 else per_layer(value, 1, name)
+    else:
+        entries = per_layer(value, len(counts), name)
+    out: List[Any] = []
+    for entry, k, layer in zip(entries, counts, names):
+        if k == 1:
+            out.append(entry)
+        elif isinstance(entry, (tuple, list)):
+            if len(entry) != k:
+                raise ValueError(
+                    f"`{name}` for layer {layer!r} has {len(entry)} entries but "
+                    f"the layer has {k} tensors"
+                )
+            out.extend(entry)
+        else:
+            out.extend([entry] * k)
+    return out
 
 
 def resolve_baseline(u: LayerUnits, value: Any, mean: Tensor, grouping: str) -> Tensor:

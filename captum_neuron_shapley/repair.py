@@ -36,10 +36,10 @@ module object is called several times per forward pass, both replace every call.
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Tuple
+from typing import Any, cast, Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import nn, Tensor
 
 from .result import ShapleyResult
 
@@ -61,6 +61,13 @@ def _removed_elements(
         start += lay.n_units
         if not local.numel():
             continue
+        if lay.index is not None or lay.layer_input:
+            raise ValueError(
+                f"cannot export removals of {lay.name!r} exactly: its units are "
+                "elements of one of several output tensors, or of a layer's "
+                "input, which no weight of that layer produces alone. Keep the "
+                "hooks (captum_neuron_shapley.ablation.ablated)"
+            )
         shape = torch.Size(lay.out_shape)
         base = torch.zeros(()) if lay.baseline is None else lay.baseline
         base = base.expand(shape)
@@ -121,17 +128,19 @@ def _bake(module: nn.Module, name: str, channels: List[int], consts: Tensor) -> 
     if not channels:
         return
     idx = torch.as_tensor(channels, dtype=torch.long, device=_device(module))
+    weight = cast(Tensor, module.weight)
+    bias = cast(Optional[Tensor], module.bias)
     if isinstance(module, _BN):
-        if not module.affine:
+        if not module.affine or bias is None:
             raise ValueError(
                 f"cannot export removals of layer {name!r} exactly: it is a "
                 "BatchNorm with affine=False, which has no weight and bias to edit"
             )
-        module.weight[idx] = 0.0
-        module.bias[idx] = consts.to(module.bias)
+        weight[idx] = 0.0
+        bias[idx] = consts.to(bias)
         return
-    module.weight[idx] = 0.0  # conv: (C_out, ...), linear: (F_out, F_in)
-    if module.bias is None:
+    weight[idx] = 0.0  # conv: (C_out, ...), linear: (F_out, F_in)
+    if bias is None:
         if bool((consts != 0).any()):
             raise ValueError(
                 f"cannot export removals of layer {name!r} exactly: it has no bias "
@@ -139,7 +148,7 @@ def _bake(module: nn.Module, name: str, channels: List[int], consts: Tensor) -> 
                 f"is {consts.tolist()}. Use zero baselines or keep the hooks"
             )
         return
-    module.bias[idx] = consts.to(module.bias)
+    bias[idx] = consts.to(bias)
 
 
 def _device(module: nn.Module) -> torch.device:

@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
-from torch import Tensor, nn
+from torch import nn, Tensor
 
-from .removal import LayerUnits, filter_groups
+from .removal import filter_groups, LayerUnits
 
 __all__ = ["ShapleyResult", "LayerLayout", "atomic_save", "safe_load"]
 
-Formatted = Union[Tensor, Tuple[Tensor, ...]]
+Formatted = Union[
+    Tensor, Tuple[Tensor, ...], Tuple[Union[Tensor, Tuple[Tensor, ...]], ...]
+]
 
 
 @dataclass
@@ -27,6 +29,15 @@ class LayerLayout:
             at the layer output's shape, each element carrying its unit's value).
         groups (Tensor): Unit index of each reported element.
         unit_ids (Tensor): The user-facing id of each unit.
+        out_shape (list of int): The tensor's shape without the batch dimension.
+        baseline (Tensor or None): What a removed unit was replaced with.
+        layer_name (str or None): The module's qualified name when it differs
+            from ``name``: a layer with several tensors has one layout per
+            tensor, named ``"{layer_name}[{index}]"``.
+        index (int or None): Position of the tensor in the layer's tuple of
+            tensors (None for a layer with a single tensor).
+        layer_input (bool): Whether the units are elements of the layer's input
+            (``attribute_to_layer_input``) rather than of its output.
     """
 
     name: str
@@ -35,24 +46,42 @@ class LayerLayout:
     unit_ids: Tensor
     out_shape: List[int] = field(default_factory=list)
     baseline: Optional[Tensor] = None
+    layer_name: Optional[str] = None
+    index: Optional[int] = None
+    layer_input: bool = False
 
     @property
     def n_units(self) -> int:
         return int(self.unit_ids.numel())
 
+    @property
+    def module_name(self) -> str:
+        r"""The qualified name of the module whose tensor this is."""
+        return self.name if self.layer_name is None else self.layer_name
+
     def to_units(self, model: nn.Module) -> LayerUnits:
         r"""The :class:`LayerUnits` of this layer in ``model`` (found by name)."""
         try:
-            layer = model.get_submodule(self.name)
+            layer = model.get_submodule(self.module_name)
         except AttributeError:
-            raise ValueError(f"the model has no layer named {self.name!r}") from None
+            raise ValueError(
+                f"the model has no layer named {self.module_name!r}"
+            ) from None
         shape = torch.Size(self.out_shape)
         groups = (
             filter_groups(shape, self.name) if self.kind == "filter" else self.groups
         )
         base = torch.zeros(()) if self.baseline is None else self.baseline
         return LayerUnits(
-            layer, self.name, shape, groups, self.unit_ids, self.kind, base
+            layer,
+            self.name,
+            shape,
+            groups,
+            self.unit_ids,
+            self.kind,
+            base,
+            self.index,
+            self.layer_input,
         )
 
     def format(self, flat: Tensor) -> Tensor:
@@ -65,7 +94,9 @@ class ShapleyResult:
 
     Per-unit quantities are kept flat (``flat_values`` etc., units of all layers in
     order); ``values``, ``stderr``, ``lower`` and ``upper`` lay them out like the
-    attributions: a tensor for one layer, a tuple of tensors for several.
+    attributions (in float64): a tensor for one layer, a tuple of tensors for
+    several; a layer with several tensors (a tuple of outputs) gives a tuple with
+    one tensor per tensor in place of its tensor.
 
     Attributes:
         flat_values (Tensor): Mean sampled marginal contribution of each unit.
@@ -81,7 +112,8 @@ class ShapleyResult:
         empty_value (float): ``V`` with every unit removed.
         truncation (float or None): The truncation threshold used.
         bound (str): The confidence-bound mode.
-        layers (list of LayerLayout): How units map to layers.
+        layers (list of LayerLayout): How units map to layers (one layout per
+            tensor of a layer).
         history (Tensor): One row per round: permutations, evaluations, active units.
         single_layer (bool): Whether a single layer (not a list) was given.
         stop_reason (str): Why sampling stopped: ``"converged"`` (the stopping
@@ -121,10 +153,18 @@ class ShapleyResult:
 
     # -- layout ------------------------------------------------------------
     def _format(self, flat: Tensor) -> Formatted:
-        out, start = [], 0
+        out: List[Union[Tensor, Tuple[Tensor, ...]]] = []
+        start = 0
         for lay in self.layers:
-            out.append(lay.format(flat[start : start + lay.n_units]))
+            t = lay.format(flat[start : start + lay.n_units])
             start += lay.n_units
+            last = out[-1] if out else None
+            if lay.index is None:
+                out.append(t)
+            elif lay.index == 0 or not isinstance(last, tuple):
+                out.append((t,))  # the first tensor of a layer with several
+            else:
+                out[-1] = (*last, t)
         return out[0] if self.single_layer else tuple(out)
 
     @property
@@ -309,6 +349,9 @@ class ShapleyResult:
                 "unit_ids": lay.unit_ids,
                 "out_shape": list(lay.out_shape),
                 "baseline": lay.baseline,
+                "layer_name": lay.layer_name,
+                "index": lay.index,
+                "layer_input": lay.layer_input,
             }
             for lay in self.layers
         ]

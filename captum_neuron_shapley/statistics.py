@@ -19,9 +19,9 @@ class RunningStats:
     """
 
     def __init__(self, n: int) -> None:
-        self.count = torch.zeros(n, dtype=torch.float64)
-        self.mean = torch.zeros(n, dtype=torch.float64)
-        self.m2 = torch.zeros(n, dtype=torch.float64)
+        self.count: Tensor = torch.zeros(n, dtype=torch.float64)
+        self.mean: Tensor = torch.zeros(n, dtype=torch.float64)
+        self.m2: Tensor = torch.zeros(n, dtype=torch.float64)
 
     def __len__(self) -> int:
         return int(self.count.numel())

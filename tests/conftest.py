@@ -3,10 +3,10 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from captum_neuron_shapley.game import UnitGame
-from comparisons.games import TinyCNN, blobs, train_tiny  # noqa: F401
+from comparisons.games import blobs, TinyCNN, train_tiny  # noqa: F401
+from torch import nn
 
 # Tolerance for "estimate agrees with the truth": |estimate - exact| <= Z_TOL * stderr.
 # Marginals are bounded, so the sample mean is asymptotically normal; with at most
@@ -39,6 +39,7 @@ def exact_shapley(game: UnitGame) -> torch.Tensor:
 # The tiny CNN and its data live in comparisons.games (the coverage benchmark
 # uses them too).
 _blobs = blobs
+
 
 @pytest.fixture(scope="session")
 def tiny_data():

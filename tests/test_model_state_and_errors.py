@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from captum_neuron_shapley import FilterShapley, NeuronShapley
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from .conftest import MLP
 
@@ -79,20 +79,19 @@ def test_dataloader_inputs_match_tensors(tiny, tiny_data):
 # -- bad input -----------------------------------------------------------------
 
 
-class TupleOut(nn.Module):
+class DictOut(nn.Module):
     def forward(self, x):
-        return x, x
+        return {"a": x, "b": x}
 
 
-class TupleNet(nn.Module):
+class DictNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 3)
-        self.split = TupleOut()
+        self.split = DictOut()
 
     def forward(self, x):
-        a, _ = self.split(self.fc(x))
-        return a
+        return self.split(self.fc(x))["a"]
 
 
 @pytest.fixture
@@ -112,9 +111,10 @@ def test_layer_not_in_model(mlp_data):
 
 
 def test_layer_output_not_a_tensor():
-    net = TupleNet()
+    # a Tensor or a tuple of Tensors can be ablated (see test_captum_contract)
+    net = DictNet()
     x = torch.randn(10, 4)
-    with pytest.raises(ValueError, match="`layer` 'split' returned tuple"):
+    with pytest.raises(ValueError, match="`layer` 'split' returned dict"):
         NeuronShapley(net, net.split).attribute(x, target=torch.zeros(10).long())
     assert _no_hooks(net)
 
