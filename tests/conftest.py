@@ -8,6 +8,18 @@ from captum_neuron_shapley.game import UnitGame
 from comparisons.games import blobs, TinyCNN, train_tiny  # noqa: F401
 from torch import nn
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One intra-op thread for the whole suite: the models here are small, so
+    threads cost more in synchronisation than they save, and on a loaded 2-core
+    machine two threads per process made the suite ten times slower (831 s
+    against 83 s, measured)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # Tolerance for "estimate agrees with the truth": |estimate - exact| <= Z_TOL * stderr.
 # Marginals are bounded, so the sample mean is asymptotically normal; with at most
 # ~20 units compared per test, P(any |Z| > 4.5) < 20 * 6.8e-6 ~ 1.4e-4 per test run.
