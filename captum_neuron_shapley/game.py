@@ -320,6 +320,13 @@ class UnitGame:
         self.n_evaluations: int = 0
         self.n_forward: int = 0
         self._empty_outputs: Optional[Tensor] = None
+        # one-coalition passes fold removal into conv/linear weights, except
+        # under DataParallel, whose replicas copy the patched instances
+        owner = getattr(model, "__self__", model)
+        self._fold: bool = device_ids is None and not (
+            isinstance(owner, nn.Module)
+            and any(isinstance(m, nn.DataParallel) for m in owner.modules())
+        )
 
     # -- metric ---------------------------------------------------------------
     def score(self, outputs: Tensor, idx: Optional[Tensor]) -> Tensor:
@@ -381,7 +388,11 @@ class UnitGame:
                 fixed = [repeat_for(c[sl], m) for c in cached]
                 rep_args = _expand_additional_forward_args(subset_args(args, sl, n), m)
                 hooks = ablate(
-                    self.units, per_layer, sl.stop - sl.start, self.device_ids
+                    self.units,
+                    per_layer,
+                    sl.stop - sl.start,
+                    self.device_ids,
+                    fold=self._fold,
                 )
                 with replay(self.prefix_modules, fixed), hooks:
                     out = _forward(self.model, rep, rep_args)

@@ -227,6 +227,72 @@ _FRESH_OUTPUT = (
 )
 
 
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class _Folded:
+    r"""A conv or linear layer's forward with the removal folded into its weights:
+    the rows of removed output channels / features are zeroed and their bias set
+    to the baseline, so they come out as the baseline constant without any write
+    to the output. New tensors; the module's parameters are not touched."""
+
+    def __init__(self, module: nn.Module, weight: Tensor, bias: Tensor) -> None:
+        self.module, self.weight, self.bias = module, weight, bias
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if isinstance(self.module, nn.Linear):
+            return nn.functional.linear(x, self.weight, self.bias)
+        return self.module._conv_forward(x, self.weight, self.bias)
+
+
+def _channel_baseline(u: LayerUnits) -> Optional[Tensor]:
+    r"""The baseline as one constant per output channel (conv filters) or feature
+    (linear), or None when it varies within a channel. Cached on ``u``."""
+    cache = u.__dict__.get("_channel_baseline_cache")
+    if cache is not None:
+        return cache[0]
+    assert u.baseline is not None
+    full = u.baseline.expand(u.out_shape)
+    flat = full.reshape(full.shape[0], -1) if full.dim() > 1 else full.view(-1, 1)
+    const = flat[:, 0] if bool((flat == flat[:, :1]).all()) else None
+    u.__dict__["_channel_baseline_cache"] = (const,)
+    return const
+
+
+def _fold(u: LayerUnits, keep: Tensor) -> Optional[_Folded]:
+    r"""The folded forward for one coalition (``keep`` of shape ``(1, n_units)``)
+    of an exact ``nn.Conv1d/2d/3d`` (filter units) or ``nn.Linear`` (units over
+    its output features) output, when nothing else observes that output (no
+    forward hook on it, no global hook, no ``forward`` set on the instance) and
+    the baseline is one constant per channel; None otherwise. Exact: a removed
+    channel is ``0 * x + b = b`` (for finite ``x``), a present one is computed
+    with its own, unchanged weights."""
+    module = u.layer
+    linear = type(module) is nn.Linear and len(u.out_shape) == 1
+    conv = type(module) in _CONV and u.kind == "filter"
+    if not (linear or conv) or u.index is not None or u.layer_input:
+        return None
+    if (
+        module._forward_hooks
+        or getattr(nn.modules.module, "_global_forward_hooks", None)
+        or "forward" in module.__dict__
+        or u.baseline is None
+    ):
+        return None
+    base = _channel_baseline(u)
+    if base is None:
+        return None
+    weight = module.weight
+    present = keep[0].to(weight.device)
+    if linear:
+        present = present[u.groups.to(weight.device).expand(u.out_shape)]
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    w = weight * present.to(weight.dtype).view(shape)
+    bias = module.bias if module.bias is not None else torch.zeros_like(present, dtype=weight.dtype)
+    b = torch.where(present, bias, base.to(device=weight.device, dtype=weight.dtype))
+    return _Folded(module, w, b)
+
+
 def _owns(module: nn.Module, out: Tensor) -> bool:
     r"""Whether a layer's output may be overwritten in place: the layer is one
     whose output is always a fresh tensor (conv, linear, batch norm; not a
@@ -270,6 +336,7 @@ def ablate(
     keep: Sequence[Optional[Tensor]],
     per_coalition: Optional[int] = None,
     device_ids: Optional[List[int]] = None,
+    fold: bool = False,
 ) -> Iterator[None]:
     r"""Forward hooks that replace removed units during the ``with`` block.
 
@@ -286,6 +353,13 @@ def ablate(
             ``DataParallel`` model splits the batch across devices.
         device_ids (list of int, optional): The devices such a model scatters
             its batch to, in order.
+        fold (bool): For one coalition (``M = 1``) and an exact conv or linear
+            layer whose output nothing else observes and whose baseline is one
+            constant per channel, fold the removal into the layer's weights for
+            the pass (see :class:`_Folded`; the module's ``forward`` is replaced
+            on the instance and restored on exit) instead of writing the output.
+            The same result, without the write (not for ``DataParallel``, whose
+            replicas copy the instance).
 
     The output of a conv, linear or batch-norm layer with no other forward hook
     is overwritten in place (it is a fresh tensor nothing else holds); any other
@@ -328,9 +402,16 @@ def ablate(
         return hook
 
     handles: List[RemovableHandle] = []
+    folded: List[nn.Module] = []
     try:
         for parts in sites.values():
             layer = parts[0][0].layer
+            if fold and len(parts) == 1 and parts[0][1].shape[0] == 1:
+                forward = _fold(*parts[0])
+                if forward is not None:
+                    layer.forward = forward  # type: ignore[method-assign]
+                    folded.append(layer)
+                    continue
             if parts[0][0].layer_input:
                 handles.append(layer.register_forward_pre_hook(make_hook(parts)))
             else:
@@ -339,6 +420,8 @@ def ablate(
     finally:
         for h in handles:
             h.remove()
+        for layer in folded:
+            del layer.forward
 
 
 def per_layer(value: Any, n: int, name: str) -> List[Any]:

@@ -151,7 +151,8 @@ def test_fresh_outputs_are_overwritten_in_place(tiny, tiny_data, monkeypatch):
     from captum_neuron_shapley import removal
 
     (x, y), _ = tiny_data
-    game = FilterShapley(tiny, [tiny.conv1, tiny.conv2]).game(x, target=y)
+    fs = FilterShapley(tiny, [tiny.conv1, tiny.conv2])
+    game = fs.game(x, target=y, perturbations_per_eval=2)  # 2 per pass: no folding
     keep = torch.rand(6, game.n_units, generator=torch.Generator().manual_seed(0))
     keep = keep > 0.5
     seen = []
@@ -163,7 +164,7 @@ def test_fresh_outputs_are_overwritten_in_place(tiny, tiny_data, monkeypatch):
 
     monkeypatch.setattr(removal, "_owns", spy)
     fast = game.outputs(keep)
-    assert len(seen) == 12 and all(seen)  # 6 passes, 2 layers
+    assert len(seen) == 6 and all(seen)  # 3 passes, 2 layers
     monkeypatch.setattr(removal, "_owns", lambda *args: False)
     assert torch.equal(fast, game.outputs(keep))
 
@@ -183,3 +184,79 @@ def test_a_user_hook_keeps_the_intact_output(tiny, tiny_data):
     with torch.no_grad():
         intact = tiny.conv1(x)
     assert torch.equal(kept[0], intact)  # channel 0 not zeroed in the user's copy
+
+
+def _no_instance_forward(model):
+    return all("forward" not in m.__dict__ for m in model.modules())
+
+
+@pytest.mark.parametrize("baselines", ["mean", "zero"])
+def test_folded_removal_equals_the_hooks(tiny, tiny_data, monkeypatch, baselines):
+    # one coalition per pass: removal folded into the conv weights gives exactly
+    # the outputs of the hooks, and the modules' forward is restored
+    from captum_neuron_shapley import removal
+
+    (x, y), _ = tiny_data
+    game = FilterShapley(tiny, [tiny.conv1, tiny.conv2]).game(
+        x, target=y, layer_baselines=baselines
+    )
+    keep = torch.rand(5, game.n_units, generator=torch.Generator().manual_seed(1))
+    keep = keep > 0.5
+    calls = []
+    original = removal._fold
+
+    def spy(*args):
+        calls.append(original(*args))
+        return calls[-1]
+
+    monkeypatch.setattr(removal, "_fold", spy)
+    folded = game.outputs(keep)
+    assert len(calls) > 0 and all(c is not None for c in calls)
+    game._fold = False
+    assert torch.equal(folded, game.outputs(keep))
+    assert _no_instance_forward(tiny)
+
+
+def test_folded_linear_units_equal_the_hooks():
+    from .conftest import MLP
+
+    torch.manual_seed(0)
+    model = MLP().eval()
+    x = torch.randn(40, 5)
+    ns = NeuronShapley(model, model.fc1)
+    mask = torch.tensor([[0, 0, 1, 2, 3, 3]])
+    game = ns.game(x, target=model(x).argmax(1), layer_mask=mask, layer_baselines=0.3)
+    keep = torch.tensor([[True, False, True, False], [False, True, True, True]])
+    folded = game.outputs(keep)
+    game._fold = False
+    assert torch.equal(folded, game.outputs(keep))
+    assert _no_instance_forward(model)
+
+
+def test_no_folding_when_it_would_not_be_the_same(tiny, tiny_data):
+    from captum_neuron_shapley.removal import _fold
+
+    (x, y), _ = tiny_data
+    fs = FilterShapley(tiny, tiny.conv1)
+    keep = torch.tensor([[False, True, True, True]])
+    units = fs.game(x, target=y).units[0]
+    assert _fold(units, keep) is not None
+    # a baseline that varies within a channel cannot be a bias
+    varying = torch.arange(4 * 36, dtype=torch.float32).view(4, 6, 6)
+    units_v = fs.game(x, target=y, layer_baselines=varying).units[0]
+    assert _fold(units_v, keep) is None
+    # an observer of the output sees what the hooks give it
+    handle = tiny.conv1.register_forward_hook(lambda m, i, o: None)
+    try:
+        assert _fold(units, keep) is None
+    finally:
+        handle.remove()
+    # and the instance's forward is restored after an exception
+    game = fs.game(x, target=y)
+    with pytest.raises(RuntimeError, match="boom"):
+        from captum_neuron_shapley.removal import ablate
+
+        with ablate(game.units, [keep], fold=True):
+            assert "forward" in tiny.conv1.__dict__
+            raise RuntimeError("boom")
+    assert _no_instance_forward(tiny)
