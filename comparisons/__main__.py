@@ -14,7 +14,7 @@ budget beside it, and writes report.md, results.json and PNG figures to --out.
         --data images/ --layers layer4.0.conv2,layer4.1.conv2
 
 --quick gives the methods of all three questions a time budget (--time-budget,
-default 150 s; loading the data and model and writing the figures come on top):
+default 130 s; loading the data and model and writing the figures come on top):
 Shapley runs with max_time, the gradient methods average over as many examples
 as fit, and leave-one-out and the greedy searches run only when their estimated
 cost fits (the report says which were skipped or stopped early, and why). With
@@ -61,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"seconds for the methods of all questions (--quick: "
         f"{QUICK_TIME_BUDGET:.0f}; default: no limit)",
+    )
+    p.add_argument(
+        "--max-evaluations",
+        type=int,
+        default=None,
+        help="each Shapley run's evaluation budget (default: scaled to the units, "
+        "see comparisons.budget.shapley_budget)",
     )
     p.add_argument(
         "--refine-pool",
@@ -128,8 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for name in ("seeds", "top_k", "max_k", "refine_pool", "max_images",
-                 "perturbations_per_eval", "full_greedy_max_evaluations"):
+    for name in (
+        "seeds",
+        "top_k",
+        "max_k",
+        "refine_pool",
+        "max_images",
+        "perturbations_per_eval",
+        "full_greedy_max_evaluations",
+        "max_evaluations",
+    ):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise SetupError(f"--{name.replace('_', '-')} must be positive, got {v}")
@@ -197,6 +212,7 @@ def report_options(
         refine_pool=args.refine_pool,
         full_greedy_max_evaluations=args.full_greedy_max_evaluations,
         perturbations_per_eval=ppe,
+        max_evaluations=args.max_evaluations,
     )
 
 

@@ -111,7 +111,13 @@ def affordable_pool(
     return best
 
 
-def thin_ks(k: int, K: int, n_orders: int, seconds_per_set: float, seconds: Optional[float]) -> List[int]:
+def thin_ks(
+    k: int,
+    K: int,
+    n_orders: int,
+    seconds_per_set: float,
+    seconds: Optional[float],
+) -> List[int]:
     r"""The removal sizes at which curves are measured: every ``1..K`` when that
     fits in ``seconds`` (``n_orders`` orderings, one evaluation per ordering and
     size), else the densest of a few thinner grids that fits, down to
@@ -121,7 +127,7 @@ def thin_ks(k: int, K: int, n_orders: int, seconds_per_set: float, seconds: Opti
 
         >>> thin_ks(10, 20, 12, 0.001, None)[:3], len(thin_ks(10, 20, 12, 0.001, None))
         ([1, 2, 3], 20)
-        >>> thin_ks(10, 20, 10, 0.1, 30.0)
+        >>> thin_ks(10, 20, 10, 0.2, 30.0)  # 20 sizes x 10 orders: 40 s
         [1, 2, 3, 5, 7, 10, 15, 20]
     """
     grids = [

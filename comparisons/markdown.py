@@ -86,9 +86,9 @@ def winners_table(q: Dict[str, Any]) -> List[str]:
     gradient method, and random removal."""
     ks = q["ks"]
     head = (
-        "| k | lowest metric: winner(s) | value | shapley (value ranking) "
-        "| shapley-greedy (removal set) | full-greedy (reference) "
-        "| best gradient method | random |"
+        f"| k | lowest metric: winner(s) | value | {label(q, 'shapley')} (value "
+        f"ranking) | {label(q, 'shapley-greedy')} (removal set) "
+        f"| {label(q, 'full-greedy')} (reference) | best gradient method | random |"
     )
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for w in q["winners"]:
@@ -289,8 +289,15 @@ def render(s: Dict[str, Any]) -> Tuple[str, str]:
                 "",
             ]
         lines += [
-            f"{q['n_val']} validation and {q['n_test']} test examples; intact "
-            f"{q['metric']} (test) {_f(q['intact'])}.",
+            f"{q['n_val']} validation and {q['n_test']} test examples"
+            + (
+                f" (the first {q['n_test']} of {q['n_test_available']}: the "
+                "removal curves on all of them did not fit the time budget)"
+                if q.get("n_test_available", q["n_test"]) > q["n_test"]
+                else ""
+            )
+            + f"; intact {q['metric']} (test) {_f(q['intact'])}; curves at k = "
+            f"{', '.join(str(k) for k in q['ks'][1:]) if len(q['ks']) < q['K'] + 1 else '1..' + str(q['K'])}.",
             "",
             "### Per-k winners",
             "",

@@ -81,7 +81,7 @@ __all__ = ["Options", "run_report", "QUICK_TIME_BUDGET"]
 
 #: Seconds ``--quick`` gives the methods of all three questions together (data
 #: and model loading, figures and files come on top).
-QUICK_TIME_BUDGET = 150.0
+QUICK_TIME_BUDGET = 130.0
 
 #: Relative shares of a question's time under a time budget, in the order the
 #: stages run (time a stage leaves unused goes to the later ones).
@@ -133,6 +133,8 @@ class Options:
         perturbations_per_eval (int): Coalitions per forward pass.
         plain_tmc (bool): Also run truncated Monte Carlo with the bandit off
             for as many chains as the bandit walked (not with ``quick``).
+        max_evaluations (int, optional): Each Shapley run's evaluation budget
+            (default :func:`~comparisons.budget.shapley_budget`).
     """
 
     out: Path
@@ -152,6 +154,7 @@ class Options:
     full_greedy_max_evaluations: int = 5000
     perturbations_per_eval: int = 8
     plain_tmc: bool = True
+    max_evaluations: Optional[int] = None
 
 
 def _metric(name: str):
@@ -163,8 +166,13 @@ def _metric(name: str):
 
 
 def _shapley_kwargs(opts: Options, n_units: int, n_examples: int, main: bool) -> Dict[str, Any]:
+    if opts.max_evaluations is not None and opts.max_evaluations < 1:
+        raise ValueError(
+            f"`max_evaluations` must be positive or None, got {opts.max_evaluations}"
+        )
     kw: Dict[str, Any] = {
-        "max_evaluations": shapley_budget(n_units, opts.quick, main),
+        "max_evaluations": opts.max_evaluations
+        or shapley_budget(n_units, opts.quick, main),
         "perturbations_per_eval": opts.perturbations_per_eval,
     }
     if opts.quick and n_examples > 64:
@@ -388,18 +396,28 @@ def _question(
         left[torch.randperm(len(left), generator=g)].tolist()
         for _ in range(opts.random_seeds)
     ]
+    n_orders = sum(len(v) for v in orders.values())
+    sec = qp.seconds_for("curves") if quick_limit else None
+    n_test = int(scen.test_inputs.shape[0])
+    n_judge = n_test
+    if sec is not None:
+        # per coalition, from the validation game's cost per example
+        est = t_eval * n_test / max(1, int(scen.val_inputs.shape[0]))
+        need = len(thin_ks(k, K, n_orders, est, 0.0)) * n_orders * est
+        if need > sec:  # even the thinnest grid does not fit: fewer examples
+            n_judge = min(n_test, max(16, int(n_test * sec / need)))
+    test_x, test_y = scen.test_inputs[:n_judge], scen.test_target[:n_judge]
     with count_cost(ctx.model) as c_test:
         test_game = fs.game(
-            scen.test_inputs,
-            target=scen.test_target,
+            test_x,
+            target=test_y,
             metric=scen.metric,
             layer_baselines=base,
             perturbations_per_eval=ppe,
         )
         t_test = seconds_per_evaluation(test_game)
-    n_orders = sum(len(v) for v in orders.values())
-    sec = qp.seconds_for("curves") if quick_limit else None
-    ks = [0] + thin_ks(k, K, n_orders, t_test, sec)
+    left_s = None if sec is None else max(0.0, sec - c_test.wall_s)
+    ks = [0] + thin_ks(k, K, n_orders, t_test, left_s)
     flat = {f"{m}#{i}": o for m, os_ in orders.items() for i, o in enumerate(os_)}
     values = prefix_curves(test_game, flat, ks)
     intact = values[next(iter(values))][0]
@@ -471,7 +489,8 @@ def _question(
     out: Dict[str, Any] = {
         "title": scen.title,
         "n_val": int(scen.val_inputs.shape[0]),
-        "n_test": int(scen.test_inputs.shape[0]),
+        "n_test": n_judge,
+        "n_test_available": n_test,
         "k": k,
         "K": K,
         "ks": ks,
