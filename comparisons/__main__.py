@@ -151,7 +151,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.time_budget is not None and not args.time_budget > 0:
         raise SetupError(f"--time-budget must be positive, got {args.time_budget}")
     if args.max_k is not None and args.max_k < args.top_k:
-        raise SetupError(f"--max-k ({args.max_k}) must be at least --top-k ({args.top_k})")
+        raise SetupError(
+            f"--max-k ({args.max_k}) must be at least --top-k ({args.top_k})"
+        )
     try:
         torch.device(args.device)
     except RuntimeError as e:

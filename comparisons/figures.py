@@ -59,7 +59,9 @@ def plot_removal_curves(questions: Dict[str, Dict[str, Any]], path: Path) -> Pat
             y = torch.tensor(m["curve"], dtype=torch.float64).numpy()
             if name == "random":
                 sd = torch.tensor(m["std"], dtype=torch.float64).numpy()
-                ax.plot(ks, y, color="0.4", ls="--", lw=1.0, label="random (mean ± std)")
+                ax.plot(
+                    ks, y, color="0.4", ls="--", lw=1.0, label="random (mean ± std)"
+                )
                 ax.fill_between(ks, y - sd, y + sd, color="0.4", alpha=0.15)
                 continue
             style = _STYLE.get(name, dict(lw=1.0, marker="."))

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence, Tuple
 
-__all__ = ["render", "label", "winners_table", "curves_table", "cost_table", "where_each_wins"]
+__all__ = [
+    "render",
+    "label",
+    "winners_table",
+    "curves_table",
+    "cost_table",
+    "where_each_wins",
+]
 
 MARK = "†"
 
@@ -64,6 +71,13 @@ def _ranges(ks: Sequence[int]) -> str:
     return ", ".join(out)
 
 
+def _ks_text(q: Dict[str, Any]) -> str:
+    ks = q["ks"][1:]
+    return (
+        f"1..{q['K']}" if ks == list(range(1, q["K"] + 1)) else ", ".join(map(str, ks))
+    )
+
+
 def _cell(q: Dict[str, Any], m: str, i: int) -> str:
     r"""Value at position ``i`` of the method's curve, with its spread over
     seeds (``[min-max]`` for Shapley, ``± std`` for random)."""
@@ -96,7 +110,8 @@ def winners_table(q: Dict[str, Any]) -> List[str]:
         grads = [
             (q["methods"][m]["curve"][i], m)
             for m in _GRADIENT
-            if m in q["methods"] and q["methods"][m]["curve"][i] == q["methods"][m]["curve"][i]
+            if m in q["methods"]
+            and q["methods"][m]["curve"][i] == q["methods"][m]["curve"][i]
         ]
         best = min(grads) if grads else None
         rows.append(
@@ -107,7 +122,12 @@ def winners_table(q: Dict[str, Any]) -> List[str]:
             + f" | {_cell(q, 'random', i)} |"
         )
     return rows + _footnotes(
-        q, [m for m in q["methods"] if m in ("shapley", "shapley-greedy", "full-greedy", "random", *_GRADIENT)]
+        q,
+        [
+            m
+            for m in q["methods"]
+            if m in ("shapley", "shapley-greedy", "full-greedy", "random", *_GRADIENT)
+        ],
     )
 
 
@@ -119,9 +139,7 @@ def curves_table(q: Dict[str, Any]) -> List[str]:
         "|---|" + "---|" * len(names),
     ]
     for i, k in enumerate(q["ks"]):
-        rows.append(
-            f"| {k} | " + " | ".join(_cell(q, m, i) for m in names) + " |"
-        )
+        rows.append(f"| {k} | " + " | ".join(_cell(q, m, i) for m in names) + " |")
     rows.append(
         "| area under the curve | "
         + " | ".join(_f(q["methods"][m]["auc"]) for m in names)
@@ -205,9 +223,7 @@ def where_each_wins(q: Dict[str, Any]) -> str:
     if k in ks:
         i = ks.index(k)
         grads = [
-            (q["methods"][m]["curve"][i], m)
-            for m in _GRADIENT
-            if m in q["methods"]
+            (q["methods"][m]["curve"][i], m) for m in _GRADIENT if m in q["methods"]
         ]
         bits = []
         for m in ("shapley-greedy", "shapley"):
@@ -228,7 +244,6 @@ def render(s: Dict[str, Any]) -> Tuple[str, str]:
     qs = s["questions"]
     summary_lines = [where_each_wins(q) for q in qs.values()]
     headline = "\n\n".join(summary_lines)
-    ov = qs["overall"]
     quick = (
         f" `--quick`: the methods of the three questions shared a time budget of "
         f"{s['time_budget_s']:.0f} s."
@@ -250,7 +265,7 @@ def render(s: Dict[str, Any]) -> Tuple[str, str]:
         "",
         "Methods: **shapley** ranks by Shapley value (the top-"
         f"{s['k']} bandit; median over {s['seeds']} seeds, [min-max] beside); "
-        "**shapley-greedy** is the same runs' removal set (`refine=\"greedy\"`: a "
+        '**shapley-greedy** is the same runs\' removal set (`refine="greedy"`: a '
         "greedy search on the same game over the highest-valued units; for k above "
         f"{s['k']} the same search continued over the same pool, evaluations "
         "counted separately); **full-greedy** is the greedy search over every unit "
@@ -297,7 +312,7 @@ def render(s: Dict[str, Any]) -> Tuple[str, str]:
                 else ""
             )
             + f"; intact {q['metric']} (test) {_f(q['intact'])}; curves at k = "
-            f"{', '.join(str(k) for k in q['ks'][1:]) if len(q['ks']) < q['K'] + 1 else '1..' + str(q['K'])}.",
+            f"{_ks_text(q)}.",
             "",
             "### Per-k winners",
             "",

@@ -11,6 +11,7 @@ the same removal rule.
 
 from __future__ import annotations
 
+import statistics
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
@@ -323,9 +324,7 @@ def spread(curves: Sequence[Sequence[float]]) -> Dict[str, List[float]]:
             for key in out:
                 out[key].append(float("nan"))
             continue
-        out["median"].append(float(v.median()) if v.numel() % 2 else float(
-            v.sort().values[v.numel() // 2 - 1 : v.numel() // 2 + 1].mean()
-        ))
+        out["median"].append(float(statistics.median(v.tolist())))
         out["min"].append(float(v.min()))
         out["max"].append(float(v.max()))
         out["mean"].append(float(v.mean()))
@@ -352,8 +351,9 @@ def per_k_winners(
 
     Examples::
 
-        >>> per_k_winners({"a": [0.5, 0.2], "b": [0.4, 0.2]}, [1, 2])
-        [{'k': 1, 'value': 0.4, 'winners': ['b']}, {'k': 2, 'value': 0.2, 'winners': ['a', 'b']}]
+        >>> w = per_k_winners({"a": [0.5, 0.2], "b": [0.4, 0.2]}, [1, 2])
+        >>> [x["winners"] for x in w]
+        [['b'], ['a', 'b']]
     """
     out = []
     for i, k in enumerate(ks):

@@ -64,7 +64,6 @@ from .protocol import (
     top_fraction,
 )
 from .scenarios import (
-    BASELINES,
     MethodStatus,
     QuantityPart,
     Scenario,
@@ -165,7 +164,9 @@ def _metric(name: str):
     raise ValueError(f"--metric must be 'accuracy' or 'cross-entropy', got {name!r}")
 
 
-def _shapley_kwargs(opts: Options, n_units: int, n_examples: int, main: bool) -> Dict[str, Any]:
+def _shapley_kwargs(
+    opts: Options, n_units: int, n_examples: int, main: bool
+) -> Dict[str, Any]:
     if opts.max_evaluations is not None and opts.max_evaluations < 1:
         raise ValueError(
             f"`max_evaluations` must be positive or None, got {opts.max_evaluations}"
@@ -251,9 +252,7 @@ def _question(
     statuses: Dict[str, MethodStatus] = {"shapley": shapley_status(runs)}
     shap_excl = shapley_exclude or [excl_shared] * len(runs)
     # a run that completed no chain has no estimate to rank by (all values 0)
-    ranked = [
-        (r, ex) for r, ex in zip(runs, shap_excl) if r.result.n_permutations > 0
-    ]
+    ranked = [(r, ex) for r, ex in zip(runs, shap_excl) if r.result.n_permutations > 0]
     orders: Dict[str, List[List[int]]] = {}
     scores: Dict[str, torch.Tensor] = {}
     if ranked:
@@ -310,9 +309,7 @@ def _question(
             drop = set(ex)
             order = [u for u in order if u not in drop]
             left = None if sec is None else max(0.0, sec / len(ranked))
-            refined.append(
-                greedy_sets(game, order, k, K, pool_run, left, t_eval)
-            )
+            refined.append(greedy_sets(game, order, k, K, pool_run, left, t_eval))
         orders["shapley-greedy"] = [g["order"] for g in refined]
         st = shapley_status([r for r, _ in ranked])
         ev = [g["evaluations"] for g in refined]
@@ -449,9 +446,7 @@ def _question(
     # -- costs -------------------------------------------------------------------
     costs: Dict[str, Dict[str, Any]] = {}
     sh = [r.cost.as_dict() for r in runs]
-    costs["shapley"] = {
-        key: _median([c[key] for c in sh]) for key in sh[0]
-    }
+    costs["shapley"] = {key: _median([c[key] for c in sh]) for key in sh[0]}
     costs["shapley"]["model_evaluations"] = _median(
         [r.result.n_evaluations for r in runs]
     )
@@ -459,9 +454,12 @@ def _question(
     if refined:
         c = dict(costs["shapley"])
         c["wall_s"] = round(c["wall_s"] + _median([g["wall_s"] for g in refined]), 3)
-        c["model_evaluations"] = c["model_evaluations"] + _median(
-            [g["evaluations"] for g in refined]
-        )
+        for key, src in (
+            ("model_evaluations", "evaluations"),
+            ("forward_calls", "forward_calls"),
+            ("forward_examples", "forward_examples"),
+        ):
+            c[key] = c[key] + _median([g[src] for g in refined])
         c["continuation_evaluations"] = _median(
             [g["continuation_evaluations"] for g in refined]
         )
@@ -536,7 +534,10 @@ def _question(
         ],
         "full_greedy_rule": rule,
         "seconds_per_evaluation": {"validation": t_eval, "test": t_test},
-        "setup_cost": {"validation_game": c_game.as_dict(), "test_game": c_test.as_dict()},
+        "setup_cost": {
+            "validation_game": c_game.as_dict(),
+            "test_game": c_test.as_dict(),
+        },
         "time_s": None if qp.total_s is None else round(qp.total_s, 1),
         "wall_s": round(time.perf_counter() - t_q, 1),
     }
@@ -605,8 +606,7 @@ def run_report(setup: Setup, opts: Options) -> Dict[str, Any]:
     # the exclusion of random removal and the greedy searches: Shapley's (seed 0)
     # top units, or, without a Shapley estimate, the first method that has one
     shared = next(
-        (m for m in ("shapley", "grad-x-act", "influence", "conductance")
-         if m in excl),
+        (m for m in ("shapley", "grad-x-act", "influence", "conductance") if m in excl),
         None,
     )
     excl["shapley"] = excl[shared] if shared else []
@@ -661,7 +661,7 @@ def run_report(setup: Setup, opts: Options) -> Dict[str, Any]:
     for key, q in questions.items():
         q["metric"] = metrics[key]
 
-    # -- truncated Monte Carlo with the bandit off (same chains) -------------------------
+    # -- truncated Monte Carlo with the bandit off (same chains) ----------------
     plain_info: Dict[str, Any] = {"ran": False}
     n_chains = runs0[0].result.n_permutations
     if opts.quick or not opts.plain_tmc:

@@ -205,7 +205,12 @@ def run_shapley(
         c.model_evaluations = res.n_evaluations
         budget = {
             key: kw.get(key)
-            for key in ("max_evaluations", "max_permutations", "max_time", "subset_size")
+            for key in (
+                "max_evaluations",
+                "max_permutations",
+                "max_time",
+                "subset_size",
+            )
             if kw.get(key) is not None
         }
         runs.append(ShapleyRun(seed, res, c, budget))
@@ -221,9 +226,12 @@ def shapley_status(runs: Sequence[ShapleyRun]) -> MethodStatus:
         if r.result.stop_reason != "converged" or r.result.n_permutations < MIN_CHAINS
     ]
     b = runs[0].budget
-    budget = ", ".join(
-        f"{k} {round(v, 1) if isinstance(v, float) else v}" for k, v in b.items()
-    ) or "none"
+    budget = (
+        ", ".join(
+            f"{k} {round(v, 1) if isinstance(v, float) else v}" for k, v in b.items()
+        )
+        or "none"
+    )
     used = "; ".join(
         f"seed {r.seed}: {r.result.n_permutations} chains, "
         f"{r.result.n_evaluations} evaluations, {r.result.stop_reason}"
@@ -297,13 +305,14 @@ def greedy_sets(
         dict: ``"order"`` (flat units, up to ``K``), ``"curve"`` (game value after
         removing the first ``j``), ``"evaluations"`` (first ``k`` steps),
         ``"continuation_evaluations"``, ``"wall_s"``, ``"continuation_wall_s"``,
-        ``"pool"``, ``"continued_to"``.
+        ``"pool"``, ``"continued_to"``, ``"forward_calls"`` and
+        ``"forward_examples"`` (first ``k`` steps).
     """
     order = [int(u) for u in order]
     pool = min(pool, len(order))
     k = min(k, pool)
     K = max(k, min(K, pool))
-    before = game.n_evaluations
+    before, passes = game.n_evaluations, game.n_forward
     t0 = time.perf_counter()
     units, curve = greedy_removal(game, order, k, pool_size=pool)
     wall = time.perf_counter() - t0
@@ -317,6 +326,8 @@ def greedy_sets(
         "continuation_wall_s": 0.0,
         "pool": pool,
         "continued_to": k,
+        "forward_calls": game.n_forward - passes,
+        "forward_examples": ev * game.n_examples,
     }
     need = greedy_evaluations(K, pool, start=k)
     if K > k and (

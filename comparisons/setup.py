@@ -235,7 +235,9 @@ def write_digits_imagefolder(
     from sklearn.datasets import load_digits
 
     if per_class < 1 or size < 1:
-        raise ValueError(f"`per_class` and `size` must be positive, got {per_class}, {size}")
+        raise ValueError(
+            f"`per_class` and `size` must be positive, got {per_class}, {size}"
+        )
     data = load_digits()
     root = Path(root)
     for c in classes:

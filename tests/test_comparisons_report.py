@@ -73,9 +73,7 @@ def unconverged(trained_tiny, tiny_data, tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("report_tiny")
     try:
-        s = run_report(
-            _setup(trained_tiny, tiny_data), _opts(out, max_evaluations=30)
-        )
+        s = run_report(_setup(trained_tiny, tiny_data), _opts(out, max_evaluations=30))
     finally:
         torch.set_num_threads(n)
     return s, json.loads((out / "results.json").read_text()), out
