@@ -3,8 +3,10 @@ r"""Rendering the report's summary (``results.json``) as ``report.md``.
 Every table names a method with :func:`label`, which appends a dagger to any
 method that stopped on a budget (Shapley not converged or on fewer than 20
 chains, a gradient method averaged over part of its data, a greedy search not
-continued to ``K``); the footnote under each table says why, with the method's
-budget and what it used.
+continued to ``K``) or gave no result (skipped as unaffordable, or a Shapley run
+that completed no chain); the footnote under each table, or the cost table's
+status column for methods without a result, says why, with the method's budget
+and what it used.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ def _incomplete(q: Dict[str, Any], m: str) -> bool:
 
 def label(q: Dict[str, Any], m: str) -> str:
     r"""The method's name, with a dagger when it did not finish within its
-    budget (see the footnotes)."""
-    return m + (MARK if _incomplete(q, m) else "")
+    budget (see the footnotes) or gave no result (skipped, or a Shapley run
+    that completed no chain: see the cost table)."""
+    st = q["status"].get(m)
+    return m + (MARK if st and not st["complete"] else "")
 
 
 def _footnotes(q: Dict[str, Any], shown: Sequence[str]) -> List[str]:
@@ -235,6 +239,13 @@ def where_each_wins(q: Dict[str, Any]) -> str:
         if "full-greedy" in q["methods"]:
             bits.append(f"full greedy {_f(q['methods']['full-greedy']['curve'][i])}")
         text += f" At k = {k}: " + ", ".join(bits) + "."
+    skipped = [m for m, st in q["status"].items() if st["skipped"]]
+    if skipped:
+        text += (
+            " No result: "
+            + "; ".join(f"{label(q, m)} ({q['status'][m]['reason']})" for m in skipped)
+            + "."
+        )
     return text
 
 

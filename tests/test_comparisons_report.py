@@ -155,6 +155,11 @@ def test_zero_chains_do_not_crash(tiny_setup, tmp_path):
     assert s["plain_tmc"] == {"ran": False, "reason": "the bandit completed no chain"}
     text = (tmp_path / "report.md").read_text()
     assert "completed no permutation chain" in text
+    summary = text.split("## Where each method wins")[1].split("\n## ")[0]
+    assert summary.count("No result: shapley†") == 3  # one per question
+    rows = [line for line in text.splitlines() if line.startswith("| shapley")]
+    assert len(rows) == 6  # shapley and shapley-greedy in each cost table
+    assert all(re.match(r"\| shapley(-greedy)?† \|", line) for line in rows)
 
 
 def test_label_marks_only_incomplete_methods():
@@ -169,7 +174,7 @@ def test_label_marks_only_incomplete_methods():
     }
     assert label(q, "shapley") == "shapley"
     assert label(q, "conductance") == "conductance†"
-    assert label(q, "leave-one-out") == "leave-one-out"  # skipped: in no curve
+    assert label(q, "leave-one-out") == "leave-one-out†"  # skipped: no result
 
 
 def test_refined_set_is_refine_greedy(tiny, tiny_data):
