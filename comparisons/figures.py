@@ -22,28 +22,62 @@ __all__ = [
 ]
 
 
-def plot_removal_curves(evals: Dict[str, Dict[str, Any]], path: Path) -> Path:
-    r"""One column per scenario: top-k (upper row) and bottom-k (lower row)
-    removal curves of every method, random removal as mean +- std over seeds."""
-    n = len(evals)
-    fig, axes = plt.subplots(2, n, figsize=(5.2 * n, 7.5), squeeze=False)
-    for col, (title, ev) in enumerate(evals.items()):
-        ks = ev["ks"]
-        mean = torch.tensor(ev["random"]["mean"]).numpy()
-        std = torch.tensor(ev["random"]["std"]).numpy()
-        for row, which in enumerate(("top", "bottom")):
-            ax = axes[row][col]
-            for name, m in ev["methods"].items():
-                if name == "random":
-                    continue
-                ax.plot(ks, m[which], marker="o", ms=3, label=name, lw=1.4)
-            ax.plot(ks, mean, color="k", ls="--", label="random (mean ± std)")
-            ax.fill_between(ks, mean - std, mean + std, color="k", alpha=0.15)
-            ax.set_title(f"{title}: remove {which}-k", fontsize=10)
-            ax.set_xlabel("units removed (k)")
-            ax.set_ylabel(ev.get("metric", "metric") + " (test)")
-            ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+_STYLE = {
+    "shapley": dict(color="C0", ls="-", lw=2.0, marker="o"),
+    "shapley-greedy": dict(color="C3", ls="--", lw=2.0, marker="s"),
+    "full-greedy": dict(color="k", ls=":", lw=2.0, marker="^"),
+    "leave-one-out": dict(color="C5", ls="-", lw=1.0, marker="."),
+    "influence": dict(color="C2", ls="-", lw=1.0, marker="."),
+    "influence-path": dict(color="C8", ls="-", lw=1.0, marker="."),
+    "conductance": dict(color="C1", ls="-", lw=1.2, marker="."),
+    "grad-x-act": dict(color="C4", ls="-", lw=1.2, marker="."),
+    "activation": dict(color="C7", ls="-", lw=1.0, marker="."),
+}
+
+
+def plot_removal_curves(questions: Dict[str, Dict[str, Any]], path: Path) -> Path:
+    r"""One panel per question: the metric on the test split after removing each
+    method's first ``k`` units, ``k = 0..K``. Shapley by value (solid blue), its
+    greedy removal set (dashed red) and the full greedy search (dotted black) are
+    drawn in distinct styles, Shapley's lines as medians over seeds with the
+    seeds' range shaded; random removal as mean +- std. A dagger in the legend
+    marks a method that stopped on its budget.
+
+    Args:
+        questions (dict): ``{title: question}`` as in ``results.json``
+            (``"ks"``, ``"methods"``, ``"status"``, ``"metric"``).
+        path (Path): PNG file to write.
+    """
+    n = len(questions)
+    fig, axes = plt.subplots(1, n, figsize=(5.6 * n, 4.6), squeeze=False)
+    for col, (title, q) in enumerate(questions.items()):
+        ax = axes[0][col]
+        ks = q["ks"]
+        for name, m in q["methods"].items():
+            st = q.get("status", {}).get(name, {})
+            mark = "†" if st and not st.get("complete", True) else ""
+            y = torch.tensor(m["curve"], dtype=torch.float64).numpy()
+            if name == "random":
+                sd = torch.tensor(m["std"], dtype=torch.float64).numpy()
+                ax.plot(
+                    ks, y, color="0.4", ls="--", lw=1.0, label="random (mean ± std)"
+                )
+                ax.fill_between(ks, y - sd, y + sd, color="0.4", alpha=0.15)
+                continue
+            style = _STYLE.get(name, dict(lw=1.0, marker="."))
+            label = name + mark
+            if len(m["runs"]) > 1:
+                label += f" ({m['aggregate']})"
+                lo = torch.tensor(m["min"], dtype=torch.float64).numpy()
+                hi = torch.tensor(m["max"], dtype=torch.float64).numpy()
+                ax.fill_between(ks, lo, hi, color=style.get("color"), alpha=0.15)
+            ax.plot(ks, y, ms=3, label=label, **style)
+        ax.axvline(q["k"], color="0.6", lw=0.8, ls="-.")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("units removed (k)")
+        ax.set_ylabel(q.get("metric", "metric") + " (test)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6.5)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -11,6 +11,7 @@ the same removal rule.
 
 from __future__ import annotations
 
+import statistics
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
@@ -30,6 +31,9 @@ __all__ = [
     "spearman",
     "agreement",
     "top_fraction",
+    "prefix_curves",
+    "spread",
+    "per_k_winners",
 ]
 
 DEFAULT_KS = (0, 1, 2, 5, 10, 20, 30, 40, 50)
@@ -239,3 +243,134 @@ def agreement(scores: Mapping[str, Tensor], k: int = 10) -> Dict[str, Any]:
     ov = [[top_k_overlap(scores[a], scores[b], k) for b in names] for a in names]
     sp = [[spearman(scores[a], scores[b]) for b in names] for a in names]
     return {"methods": names, "k": k, "overlap": ov, "spearman": sp}
+
+
+def prefix_curves(
+    game: Any,
+    orders: Mapping[str, Sequence[int]],
+    ks: Sequence[int],
+) -> Dict[str, List[float]]:
+    r"""The game's value after removing the first ``k`` units of each ordering,
+    for every ``k`` in ``ks`` (a ``k`` beyond an ordering's length gives
+    ``nan``). Identical sets (the empty set, shared prefixes) are evaluated once.
+
+    Use a game built on held-out data with the removal baselines of the
+    estimation run (``FilterShapley(...).game(x_test, target=y_test, metric=...,
+    layer_baselines=...)``): the part of the model before the first removed
+    layer is computed once for all sets.
+
+    Args:
+        game (UnitGame): The held-out game; its ``n_evaluations`` grows by the
+            distinct non-trivial sets.
+        orders (dict): ``{name: flat unit indices, most important first}``.
+        ks (sequence of int): Numbers of units removed.
+
+    Returns:
+        dict: ``{name: [value at each k]}``.
+
+    Examples::
+
+        >>> test_game = fs.game(x_test, target=y_test, layer_baselines=baselines)
+        >>> prefix_curves(test_game, {"shapley": ranking(res.flat_values)}, [0, 5])
+        {'shapley': [0.9875, 0.8125]}
+    """
+    n = game.n_units
+    index: Dict[frozenset, int] = {}
+    rows: List[List[int]] = []
+    where: Dict[str, List[Optional[int]]] = {}
+    for name, order in orders.items():
+        order = [int(u) for u in order]
+        slots: List[Optional[int]] = []
+        for k in ks:
+            k = int(k)
+            if k < 0:
+                raise ValueError(f"`ks` must be non-negative, got {k}")
+            if k > len(order):
+                slots.append(None)
+                continue
+            key = frozenset(order[:k])
+            if key not in index:
+                index[key] = len(rows)
+                rows.append(order[:k])
+            slots.append(index[key])
+        where[name] = slots
+    keep = torch.ones(len(rows), n, dtype=torch.bool)
+    for i, units in enumerate(rows):
+        keep[i, units] = False
+    vals = game.value(keep).tolist() if rows else []
+    return {
+        name: [float("nan") if i is None else vals[i] for i in slots]
+        for name, slots in where.items()
+    }
+
+
+def spread(curves: Sequence[Sequence[float]]) -> Dict[str, List[float]]:
+    r"""Median, minimum, maximum, mean and standard deviation at each position
+    of several curves of equal length (``nan`` entries are ignored; a position
+    with none left is ``nan``).
+
+    Examples::
+
+        >>> spread([[1.0, 0.5], [1.0, 0.3], [1.0, 0.4]])["median"]
+        [1.0, 0.4]
+    """
+    t = torch.tensor([list(c) for c in curves], dtype=torch.float64)
+    out: Dict[str, List[float]] = {
+        key: [] for key in ("median", "min", "max", "mean", "std")
+    }
+    for col in t.T:
+        v = col[~torch.isnan(col)]
+        if v.numel() == 0:
+            for key in out:
+                out[key].append(float("nan"))
+            continue
+        out["median"].append(float(statistics.median(v.tolist())))
+        out["min"].append(float(v.min()))
+        out["max"].append(float(v.max()))
+        out["mean"].append(float(v.mean()))
+        out["std"].append(float(v.std()) if v.numel() > 1 else 0.0)
+    return out
+
+
+def per_k_winners(
+    curves: Mapping[str, Sequence[float]], ks: Sequence[int], tol: float = 1e-9
+) -> List[Dict[str, Any]]:
+    r"""Which method leaves the lowest metric at each ``k``: every method within
+    ``tol`` of the lowest value is a winner (ties are shown, not broken);
+    ``nan`` entries (a method without a value at that ``k``) do not compete.
+
+    Args:
+        curves (dict): ``{method: [value at each k]}`` (the aggregate shown in
+            the tables, e.g. the median over seeds).
+        ks (sequence of int): The ``k`` of each position.
+        tol (float): Values this close to the lowest one tie with it.
+
+    Returns:
+        list of dict: ``{"k", "value", "winners"}`` per ``k`` (``winners`` in the
+        order of ``curves``).
+
+    Examples::
+
+        >>> w = per_k_winners({"a": [0.5, 0.2], "b": [0.4, 0.2]}, [1, 2])
+        >>> [x["winners"] for x in w]
+        [['b'], ['a', 'b']]
+    """
+    out = []
+    for i, k in enumerate(ks):
+        vals = {
+            m: float(c[i])
+            for m, c in curves.items()
+            if i < len(c) and c[i] == c[i]  # not nan
+        }
+        if not vals:
+            out.append({"k": int(k), "value": float("nan"), "winners": []})
+            continue
+        best = min(vals.values())
+        out.append(
+            {
+                "k": int(k),
+                "value": best,
+                "winners": [m for m, v in vals.items() if v <= best + tol],
+            }
+        )
+    return out

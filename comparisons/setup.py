@@ -12,7 +12,14 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SetupError", "Setup", "digits_setup", "user_setup", "resolve_layers"]
+__all__ = [
+    "SetupError",
+    "Setup",
+    "digits_setup",
+    "user_setup",
+    "resolve_layers",
+    "write_digits_imagefolder",
+]
 
 
 class SetupError(ValueError):
@@ -196,3 +203,52 @@ def check_classes(setup: Setup, classes: Sequence[int]) -> None:
             raise SetupError(f"class {c} out of range (0..{len(setup.classes) - 1})")
         if not bool((setup.y_val == c).any()) or not bool((setup.y_test == c).any()):
             raise SetupError(f"class {c} has no validation or no test examples")
+
+
+def write_digits_imagefolder(
+    root: "Path | str",
+    classes: Sequence[int] = (0, 1, 2, 3),
+    per_class: int = 60,
+    size: int = 64,
+) -> Path:
+    r"""Write scikit-learn's digits as an ``ImageFolder`` of RGB PNG files
+    (``root/<digit>/<i>.png``, upsampled to ``size`` x ``size``): real images,
+    made offline, to try the bring-your-own-model path (``--arch``, ``--data``)
+    without a dataset of one's own.
+
+    Args:
+        root (Path or str): Folder to write into (created).
+        classes (sequence of int): Digits to include, one folder each.
+        per_class (int): Images per digit (at most about 180).
+        size (int): Side of the written images in pixels.
+
+    Returns:
+        Path: ``root``.
+
+    Examples::
+
+        >>> write_digits_imagefolder("/tmp/digits_images")
+        >>> # python -m comparisons --quick --arch resnet18 --weights w.pt \\
+        >>> #     --data /tmp/digits_images --layers layer4.0.conv2,layer4.1.conv2
+    """
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    if per_class < 1 or size < 1:
+        raise ValueError(
+            f"`per_class` and `size` must be positive, got {per_class}, {size}"
+        )
+    data = load_digits()
+    root = Path(root)
+    for c in classes:
+        imgs = data.images[data.target == int(c)][:per_class]
+        if len(imgs) == 0:
+            raise ValueError(f"`classes`: no digit {c!r}")
+        folder = root / str(int(c))
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(imgs):
+            a = (img * (255.0 / 16.0)).clip(0, 255).astype("uint8")
+            Image.fromarray(a, mode="L").convert("RGB").resize(
+                (size, size), Image.BILINEAR
+            ).save(folder / f"{i}.png")
+    return root
