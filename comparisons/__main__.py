@@ -8,6 +8,7 @@ method's top-k and bottom-k filters on the test split, and writes report.md,
 results.json and PNG figures to --out.
 
     python -m comparisons [--quick] [--out DIR] [--seeds N]
+    python -m comparisons --applications [--quick] [--out DIR]
     python -m comparisons --arch resnet18 --weights model.pt --data images/ \
         --layers layer4.0.conv1,layer4.1.conv2 --device cuda
 
@@ -39,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="one seed, small budgets (< 2 min)"
     )
     p.add_argument("--out", default="comparisons_out", help="output folder")
+    p.add_argument(
+        "--applications",
+        action="store_true",
+        help="the paper's four applications against targeted gradient rankings "
+        "(writes applications.md; see comparisons/applications.py)",
+    )
     p.add_argument("--seeds", type=int, default=None, help="Shapley seeds (default 3)")
     p.add_argument("--top-k", type=int, default=10, help="k of the headline (10)")
     p.add_argument("--arch", help="torchvision architecture name (own model)")
@@ -92,6 +99,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RuntimeError as e:
         print(f"error: --device {args.device!r}: {e}", file=sys.stderr)
         return 2
+    if args.applications:
+        from .applications import main_applications
+
+        return main_applications(args, argv)
     try:
         if args.arch is None:
             if args.weights or args.data:
