@@ -11,7 +11,7 @@ embedded digits (nothing downloaded):
    units for accuracy excluded (:func:`class_specific_units`); in the full run
    every class, so that the headline class is not a lucky pick;
 3. **fairness**: a ResNet trained with bold digits (a thick-marker rendering)
-   at 2% of training, whose held-out bold digits are recognised far worse;
+   at 1% of training, whose held-out bold digits are recognised far worse;
    removing the units that hurt them (:func:`fairness_repair`);
 4. **adversarial**: targeted PGD towards random classes crafted against the
    intact model; removing the units the attack relies on
@@ -146,7 +146,7 @@ class AppOptions:
     n_steps: int = 20
     recall_class: int = 8
     all_classes: bool = True
-    bold_fraction: float = 0.02
+    bold_fraction: float = 0.01
     eps: float = 0.3
     step_num: int = 20
     adversarial_subset: Optional[int] = 128
