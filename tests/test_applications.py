@@ -386,7 +386,7 @@ def test_class_specific_units_removal_set_avoids_the_excluded(resnet):
         n_remove=3,
         refine="greedy",
         refine_pool=6,
-        **dict(KW, max_evaluations=200, subset_size=None),
+        **dict(KW, max_evaluations=100, subset_size=None),
     )
     assert len(rep.removed) == 3
     assert not set(rep.removed) & set(rep.extra["excluded"])
