@@ -1231,7 +1231,11 @@ def render_applications(s: Dict[str, Any]) -> Tuple[str, str]:
                 "Every method may not remove the global top 20% of units for "
                 "accuracy (by Shapley value, "
                 f"{len(app['excluded'])} units): the same candidates for all; "
-                "random removal draws from them too.",
+                "random removal draws from them too. The exclusion reuses the "
+                "accuracy run of the overall row (its evaluations and time are not "
+                "counted again here). Winners are also judged by recall minus the "
+                "other classes' accuracy, so that a ranking cannot win by breaking "
+                "every class.",
                 "",
             ]
         if key == "fairness":
