@@ -280,7 +280,8 @@ def class_specific_units(
         n_eval += accuracy_result.n_evaluations
     acc = accuracy_result
     kw = dict(attribute_kwargs)
-    kw.setdefault("layer_baselines", tuple(lay.baseline for lay in acc.layers))
+    if kw.get("layer_baselines") is None:  # remove units as the accuracy game did
+        kw["layer_baselines"] = tuple(lay.baseline for lay in acc.layers)
     rec = _estimate(model, layers, inputs[sel], labels[sel], ClassRecall(cls), kw)
     n_eval += rec.n_evaluations
     if acc.n_units != rec.n_units:
@@ -300,7 +301,6 @@ def class_specific_units(
     }
     removed = by_value
     if refine == "greedy":
-        kw.setdefault("seed", 0)
         removed, curve, n_ref = _refine(
             model,
             layers,
