@@ -12,6 +12,11 @@ decides which units are candidates), so the search costs about
 ``k * pool_size`` evaluations rather than ``k * n_units``; a pool of every unit
 is the plain greedy search. A beam keeps the ``beam`` best partial sets at each
 step instead of one.
+
+The same search answers the repair question with ``goal="raise"``: which ``k``
+units, removed together, *raise* the metric most (for example the accuracy of a
+subgroup the model serves badly). Its candidates are then the *lowest*-valued
+units, the ones whose presence hurts the metric on average.
 """
 
 from __future__ import annotations
@@ -45,21 +50,27 @@ def greedy_removal(
     pool_size: Optional[int] = None,
     beam: int = 1,
     show_progress: bool = False,
+    goal: str = "lower",
 ) -> Tuple[List[int], Tensor]:
     r"""Greedy (beam) search for the ``k`` units whose joint removal lowers the
-    game's value most.
+    game's value most (or, with ``goal="raise"``, raises it most).
 
     Args:
         game (UnitGame): The game (its evaluation count grows by the coalitions
             evaluated here).
         order (sequence of int): Candidate units, most promising first (e.g. flat
-            unit indices by decreasing Shapley value); ties in the search are
+            unit indices by decreasing Shapley value for ``goal="lower"``, by
+            increasing value for ``goal="raise"``); ties in the search are
             broken in this order.
         k (int): Size of the removal set.
         pool_size (int, optional): Candidates are the first ``pool_size`` units of
             ``order``. Default: :func:`default_pool_size`.
         beam (int): Partial sets kept at each step (1: plain greedy).
         show_progress (bool): Show a progress bar over the ``k`` steps.
+        goal (str): ``"lower"`` (default): each step removes the unit that leaves
+            the lowest value (the units a metric depends on). ``"raise"``: the
+            unit that leaves the highest value (the units to remove to repair
+            it).
 
     Returns:
         tuple: ``(removal_set, curve)``: ``k`` flat unit indices in removal order,
@@ -71,6 +82,10 @@ def greedy_removal(
         >>> game = FilterShapley(model, model.conv_layers).game(x_val, target=y_val)
         >>> order = result.flat_values.argsort(descending=True).tolist()
         >>> units, curve = greedy_removal(game, order, k=10)
+        >>> # repair: the 5 units whose removal raises the metric most, among the
+        >>> # 30 with the most negative values
+        >>> fix, curve = greedy_removal(game, result.flat_values.argsort().tolist(),
+        ...                             k=5, pool_size=30, goal="raise")
     """
     n = game.n_units
     order = [int(u) for u in order]
@@ -86,6 +101,9 @@ def greedy_removal(
         )
     if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
         raise ValueError(f"`refine_beam` must be a positive integer, got {beam!r}")
+    if goal not in ("lower", "raise"):
+        raise ValueError(f"`goal` must be 'lower' or 'raise', got {goal!r}")
+    sign = 1.0 if goal == "lower" else -1.0
     pool = order[: min(pool_size, n)]
     if len(pool) < k:
         raise ValueError(
@@ -110,7 +128,7 @@ def greedy_removal(
         for row, (units, _) in enumerate(cands):
             keep[row, units] = False
         values = game.value(keep)
-        best = torch.sort(values, stable=True).indices[:beam].tolist()
+        best = torch.sort(sign * values, stable=True).indices[:beam].tolist()
         beams = [(cands[i][0], cands[i][1] + [float(values[i])]) for i in best]
     removed, path = beams[0]
     return removed, torch.tensor(path, dtype=torch.float64)

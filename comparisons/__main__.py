@@ -10,6 +10,7 @@ removes each method's first k filters on the test split for every k = 1..K
 budget beside it, and writes report.md, results.json and PNG figures to --out.
 
     python -m comparisons [--quick] [--out DIR] [--seeds N]
+    python -m comparisons --applications [--quick] [--out DIR]
     python -m comparisons --quick --arch resnet18 --weights model.pt \
         --data images/ --layers layer4.0.conv2,layer4.1.conv2
 
@@ -50,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="one seed, small budgets and a time budget for the methods",
     )
     p.add_argument("--out", default="comparisons_out", help="output folder")
+    p.add_argument(
+        "--applications",
+        action="store_true",
+        help="the paper's four applications against targeted gradient rankings "
+        "(writes applications.md; see comparisons/applications.py)",
+    )
     p.add_argument("--seeds", type=int, default=None, help="Shapley seeds (default 3)")
     p.add_argument("--top-k", type=int, default=10, help="the bandit's k (10)")
     p.add_argument(
@@ -223,6 +230,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         _check_args(args)
+        if args.applications:
+            from .applications import main_applications
+
+            return main_applications(args, argv)
         setup, recall, pair = load_setup(args)
     except SetupError as e:
         print(f"error: {e}", file=sys.stderr)

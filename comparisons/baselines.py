@@ -17,15 +17,20 @@ quantity asked about. They are built on Captum's layer methods:
   (``LayerGradientXActivation``), :func:`leave_one_out` (the unit game with one
   unit removed at a time) and :func:`random_scores`.
 
-The *quantity of interest* is either ``target`` (Captum's target: a class index or
-one label per example; the score of that class) or ``contrast=(a, b)`` (the score
-of class ``a`` minus that of class ``b``).
+The *quantity of interest* is ``target`` (Captum's target: a class index or
+one label per example; the score of that class), ``contrast=(a, b)`` (the score
+of class ``a`` minus that of class ``b``), or any per-example ``quantity``
+computed from the outputs, such as a loss: ``quantity(outputs, target)`` returns
+one number per example, and ``target`` (a tensor or tuple of tensors with one
+entry per example) is sliced and expanded along with the inputs, so that the
+quantity can read each example's label, subgroup or attack target
+(:func:`log_likelihood` is the negative cross-entropy).
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.attr import (
@@ -47,10 +52,45 @@ __all__ = [
     "gradient_x_activation",
     "leave_one_out",
     "random_scores",
+    "log_likelihood",
 ]
 
 Layers = Union[nn.Module, Sequence[nn.Module]]
-Target = Union[None, int, Tensor]
+Target = Union[None, int, Tensor, Tuple[Tensor, ...]]
+Quantity = Callable[[Tensor, Any], Tensor]
+
+
+def log_likelihood(outputs: Tensor, target: Any) -> Tensor:
+    r"""A per-example quantity: the log-probability of each example's label
+    under the softmax of ``outputs``, i.e. minus its cross-entropy loss. With
+    ``target = (labels, weights)`` it is multiplied by the per-example weights
+    (e.g. ``+1`` and ``-1`` to contrast two groups of examples).
+
+    Args:
+        outputs (Tensor): Logits ``(N, C)``.
+        target (Tensor or tuple): Labels ``(N,)``, or ``(labels, weights)``.
+
+    Returns:
+        Tensor: ``(N,)``.
+
+    Examples::
+
+        >>> gxa = gradient_x_activation(model, model.conv_layers, x_val,
+        ...                             target=y_val, quantity=log_likelihood)
+    """
+    weights = None
+    if isinstance(target, (tuple, list)):
+        if len(target) != 2:
+            raise ValueError(
+                "log_likelihood expects `target` = labels or (labels, weights), got "
+                f"a tuple of {len(target)}"
+            )
+        target, weights = target
+    if not isinstance(target, Tensor) or target.dim() != 1:
+        raise ValueError("log_likelihood expects 1-d labels in `target`")
+    logp = torch.log_softmax(outputs, dim=-1)
+    q = logp.gather(-1, target.long().view(-1, 1)).squeeze(-1)
+    return q if weights is None else q * weights.to(q.dtype)
 
 
 def _as_list(layers: Layers) -> List[nn.Module]:
@@ -61,20 +101,65 @@ def _as_list(layers: Layers) -> List[nn.Module]:
 
 
 def _quantity(
-    model: Callable, target: Target, contrast: Optional[Tuple[int, int]]
-) -> Tuple[Callable, Target]:
-    r"""The forward function and Captum target for the quantity of interest."""
-    if contrast is None:
-        return model, target
-    if target is not None:
+    model: Callable,
+    target: Target,
+    contrast: Optional[Tuple[int, int]],
+    quantity: Optional[Quantity] = None,
+) -> Tuple[Callable, Callable[[Target], Tuple[Any, Any]]]:
+    r"""The forward function of the quantity of interest, and a function giving,
+    for one batch's slice of ``target``, Captum's ``(target,
+    additional_forward_args)``."""
+    if quantity is not None and contrast is not None:
+        raise ValueError("pass either `quantity` or `contrast`, not both")
+    if contrast is not None and target is not None:
         raise ValueError("pass either `target` or `contrast`, not both")
+    if quantity is not None:
+        if not callable(quantity):
+            raise ValueError(
+                f"`quantity` must be callable(outputs, target) -> (N,) tensor, got "
+                f"{type(quantity).__name__}"
+            )
+        parts = target if isinstance(target, (tuple, list)) else (target,)
+        if target is not None and not all(
+            isinstance(t, Tensor) and t.dim() > 0 for t in parts
+        ):
+            raise ValueError(
+                "with `quantity`, `target` must be a tensor or a tuple of tensors "
+                "with one entry per example (it is passed to the quantity)"
+            )
+        packed = isinstance(target, (tuple, list))
+
+        def per_example(x: Tensor, *t: Tensor) -> Tensor:
+            out = model(x)
+            arg = None if target is None else (tuple(t) if packed else t[0])
+            q = quantity(out, arg)
+            if not isinstance(q, Tensor) or q.shape != out.shape[:1]:
+                raise ValueError(
+                    "`quantity` must return one number per example, shape "
+                    f"({out.shape[0]},), got "
+                    + (
+                        f"shape {tuple(q.shape)}"
+                        if isinstance(q, Tensor)
+                        else type(q).__name__
+                    )
+                )
+            return q.unsqueeze(1)
+
+        def args(t: Target) -> Tuple[Any, Any]:
+            if t is None:
+                return 0, None
+            return 0, tuple(t) if packed else (t,)
+
+        return per_example, args
+    if contrast is None:
+        return model, lambda t: (t, None)
     a, b = (int(c) for c in contrast)
 
     def difference(*inputs: Tensor) -> Tensor:
         out = model(*inputs)
         return (out[:, a] - out[:, b]).unsqueeze(1)
 
-    return difference, 0
+    return difference, lambda t: (0, None)
 
 
 def _per_channel(attr: Tensor) -> Tensor:
@@ -83,14 +168,19 @@ def _per_channel(attr: Tensor) -> Tensor:
     return attr.flatten(2).sum(2) if attr.dim() > 2 else attr
 
 
+def _slice(target: Target, sl: slice) -> Target:
+    if isinstance(target, Tensor) and target.dim() > 0:
+        return target[sl]
+    if isinstance(target, (tuple, list)):
+        return tuple(_slice(t, sl) for t in target)
+    return target
+
+
 def _batches(inputs: Tensor, target: Target, batch_size: Optional[int]):
     n = inputs.shape[0]
     step = n if batch_size is None else batch_size
     for i in range(0, n, step):
-        t = target
-        if isinstance(target, Tensor) and target.dim() > 0:
-            t = target[i : i + step]
-        yield inputs[i : i + step], t
+        yield inputs[i : i + step], _slice(target, slice(i, i + step))
 
 
 def _mean_over_data(
@@ -118,6 +208,7 @@ def distributional_influence(
     baselines: Union[None, float, Tensor] = None,
     n_steps: int = 20,
     batch_size: Optional[int] = None,
+    quantity: Optional[Quantity] = None,
 ) -> Tensor:
     r"""Distributional influence (Leino et al., 2018) of every channel:
 
@@ -146,6 +237,10 @@ def distributional_influence(
         baselines (float or Tensor, optional): Start of the path (default 0).
         n_steps (int): Points on the path for ``"path"``. Default: 20.
         batch_size (int, optional): Examples per call (all if None).
+        quantity (Callable, optional): ``q`` is ``quantity(outputs, target)``,
+            one number per example (e.g. :func:`log_likelihood`, minus the
+            loss); ``target`` is then the per-example tensor (or tuple of them)
+            it reads. Exclusive with ``contrast``.
 
     Returns:
         Tensor: float64 of shape ``(n_units,)``, channels of layer 0, then layer 1,
@@ -159,19 +254,27 @@ def distributional_influence(
         ...                                   contrast=(3, 8), distribution="path")
     """
     layers = _as_list(layers)
-    forward, target = _quantity(model, target, contrast)
+    forward, args = _quantity(model, target, contrast, quantity)
     if distribution == "data":
         method = LayerGradientXActivation(forward, layers, multiply_by_inputs=False)
 
         def run(x: Tensor, t: Target) -> List[Tensor]:
-            return list(method.attribute(x, target=t))
+            tt, extra = args(t)
+            return list(method.attribute(x, target=tt, additional_forward_args=extra))
 
     elif distribution == "path":
         methods = [InternalInfluence(forward, layer) for layer in layers]
 
         def run(x: Tensor, t: Target) -> List[Tensor]:
+            tt, extra = args(t)
             return [
-                m.attribute(x, baselines=baselines, target=t, n_steps=n_steps)
+                m.attribute(
+                    x,
+                    baselines=baselines,
+                    target=tt,
+                    additional_forward_args=extra,
+                    n_steps=n_steps,
+                )
                 for m in methods
             ]
 
@@ -192,6 +295,7 @@ def layer_conductance(
     n_steps: int = 20,
     batch_size: Optional[int] = None,
     method: str = "riemann_trapezoid",
+    quantity: Optional[Quantity] = None,
 ) -> Tensor:
     r"""Conductance (Dhamdhere et al., 2018) of every channel, averaged over the
     dataset: Captum's ``LayerConductance`` per example, summed over spatial
@@ -217,6 +321,10 @@ def layer_conductance(
             that the differences of the layer output telescope over the whole path
             (Captum's default ``"gausslegendre"`` uses interior points only and
             misses the two end pieces: completeness then holds only roughly).
+        quantity (Callable, optional): ``q`` is ``quantity(outputs, target)``,
+            one number per example (e.g. :func:`log_likelihood`, minus the
+            loss); ``target`` is then the per-example tensor (or tuple of them)
+            it reads. Exclusive with ``contrast``.
 
     Returns:
         Tensor: float64 ``(n_units,)`` in the order of
@@ -227,13 +335,19 @@ def layer_conductance(
         >>> cond = layer_conductance(model, model.conv_layers, x_val, target=y_val)
     """
     layers = _as_list(layers)
-    forward, target = _quantity(model, target, contrast)
+    forward, args = _quantity(model, target, contrast, quantity)
     methods = [LayerConductance(forward, layer) for layer in layers]
 
     def run(x: Tensor, t: Target) -> List[Tensor]:
+        tt, extra = args(t)
         return [
             m.attribute(
-                x, baselines=baselines, target=t, n_steps=n_steps, method=method
+                x,
+                baselines=baselines,
+                target=tt,
+                additional_forward_args=extra,
+                n_steps=n_steps,
+                method=method,
             )
             for m in methods
         ]
@@ -250,6 +364,7 @@ def neuron_conductance_map(
     contrast: Optional[Tuple[int, int]] = None,
     baselines: Union[None, float, Tensor] = None,
     n_steps: int = 20,
+    quantity: Optional[Quantity] = None,
 ) -> Tensor:
     r"""What flows through one channel: for each input feature, the conductance
     through every position of channel ``channel`` of ``layer``, added up. Each
@@ -269,6 +384,10 @@ def neuron_conductance_map(
         contrast (tuple[int, int], optional): Score of ``a`` minus that of ``b``.
         baselines (float or Tensor, optional): Input baseline (default 0).
         n_steps (int): Integration points. Default: 20.
+        quantity (Callable, optional): ``q`` is ``quantity(outputs, target)``,
+            one number per example (e.g. :func:`log_likelihood`, minus the
+            loss); ``target`` is then the per-example tensor (or tuple of them)
+            it reads. Exclusive with ``contrast``.
 
     Returns:
         Tensor: Same shape as ``inputs``: the conductance of each input feature
@@ -278,7 +397,8 @@ def neuron_conductance_map(
 
         >>> pic = neuron_conductance_map(model, model.conv4, 17, x_test[:8], y_test[:8])
     """
-    forward, target = _quantity(model, target, contrast)
+    forward, args = _quantity(model, target, contrast, quantity)
+    target, extra = args(target)
     shape = LayerActivation(model, layer).attribute(inputs[:1]).shape[2:]
     nc = NeuronConductance(forward, layer)
     total = torch.zeros_like(inputs, dtype=torch.float64)
@@ -288,6 +408,7 @@ def neuron_conductance_map(
             (channel, *pos),
             baselines=baselines,
             target=target,
+            additional_forward_args=extra,
             n_steps=n_steps,
         ).detach()
     return total
@@ -339,6 +460,7 @@ def gradient_x_activation(
     target: Target = None,
     contrast: Optional[Tuple[int, int]] = None,
     batch_size: Optional[int] = None,
+    quantity: Optional[Quantity] = None,
 ) -> Tensor:
     r"""Gradient times activation of every channel, ``E_x[sum_p z_{j,p}
     dq/dz_{j,p}]``, with Captum's ``LayerGradientXActivation``: a first-order
@@ -351,6 +473,10 @@ def gradient_x_activation(
         target (int or Tensor, optional): Class (or per-example labels).
         contrast (tuple[int, int], optional): Score of ``a`` minus that of ``b``.
         batch_size (int, optional): Examples per call (all if None).
+        quantity (Callable, optional): ``q`` is ``quantity(outputs, target)``,
+            one number per example (e.g. :func:`log_likelihood`, minus the
+            loss); ``target`` is then the per-example tensor (or tuple of them)
+            it reads. Exclusive with ``contrast``.
 
     Returns:
         Tensor: float64 ``(n_units,)`` in the order of
@@ -361,11 +487,12 @@ def gradient_x_activation(
         >>> gxa = gradient_x_activation(model, model.conv_layers, x_val, y_val)
     """
     layers = _as_list(layers)
-    forward, target = _quantity(model, target, contrast)
+    forward, args = _quantity(model, target, contrast, quantity)
     method = LayerGradientXActivation(forward, layers)
 
     def run(x: Tensor, t: Target) -> List[Tensor]:
-        return list(method.attribute(x, target=t))
+        tt, extra = args(t)
+        return list(method.attribute(x, target=tt, additional_forward_args=extra))
 
     return _mean_over_data(run, inputs, target, batch_size)
 
