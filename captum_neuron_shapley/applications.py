@@ -136,7 +136,7 @@ def mean_baselines(
         ...              layer_baselines=base)
     """
     game = FilterShapley(model, layers).game(
-        inputs, metric=_zero_metric, batch_size=batch_size
+        inputs, metric=_zero_metric, internal_batch_size=batch_size
     )
     return tuple(u.baseline.detach() for u in game.units)
 
@@ -152,7 +152,7 @@ def _estimate(
     )
 
 
-_GAME_KEYS = ("layer_baselines", "perturbations_per_eval", "batch_size")
+_GAME_KEYS = ("layer_baselines", "perturbations_per_eval", "internal_batch_size")
 
 
 def _refine(
@@ -170,7 +170,10 @@ def _refine(
     r"""The greedy set search on the game ``attribute`` estimated (same data,
     metric and removal baselines): ``(units, curve, evaluations)``."""
     game = FilterShapley(model, layers).game(
-        inputs, target, metric, **{key: kw[key] for key in _GAME_KEYS if key in kw}
+        inputs,
+        target=target,
+        metric=metric,
+        **{key: kw[key] for key in _GAME_KEYS if key in kw},
     )
     pool = default_pool_size(k, game.n_units) if pool is None else pool
     pool = min(pool, len(order))

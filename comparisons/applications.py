@@ -382,8 +382,8 @@ def _refine_gradient(
     with count_cost(model) as c:
         game = FilterShapley(model, layers).game(
             x,
-            t,
-            metric,
+            target=t,
+            metric=metric,
             layer_baselines=tuple(lay.baseline for lay in res.layers),
             perturbations_per_eval=8,
         )
@@ -412,8 +412,8 @@ def _oracle(
     with count_cost(model) as c:
         game = FilterShapley(model, layers).game(
             x,
-            t,
-            metric,
+            target=t,
+            metric=metric,
             layer_baselines=tuple(lay.baseline for lay in res.layers),
             perturbations_per_eval=8,
         )
