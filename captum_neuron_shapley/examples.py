@@ -135,8 +135,9 @@ def trained_digits_cnn(
     loaded from ``cache_dir`` (default ``$CAPTUM_NEURON_SHAPLEY_CACHE`` or
     ``~/.cache/captum_neuron_shapley``)."""
     path = _cache_dir(cache_dir) / f"digits_cnn_v{_VERSION}_seed{seed}.pt"
-    model = DigitsCNN()
     if path.exists():
+        with torch.random.fork_rng(devices=[]):  # initial weights, then overwritten
+            model = DigitsCNN()
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval()
     model = train_digits_cnn(load_digits_splits(), seed=seed)

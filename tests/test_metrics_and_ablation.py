@@ -56,8 +56,10 @@ def test_trained_digits_cnn_fresh_equals_cached(tmp_path):
     # over from training.
     from captum_neuron_shapley.examples import trained_digits_cnn
 
+    state = torch.random.get_rng_state()
     fresh = trained_digits_cnn(cache_dir=tmp_path)
     cached = trained_digits_cnn(cache_dir=tmp_path)
+    assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
     for model in (fresh, cached):
         assert not model.training
         assert all(p.grad is None for p in model.parameters())
