@@ -27,11 +27,11 @@ same game.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn, Tensor
 
 from .ablation import metric_after_removal, remove_units
 from .attr import FilterShapley
@@ -138,7 +138,12 @@ def mean_baselines(
     game = FilterShapley(model, layers).game(
         inputs, metric=_zero_metric, internal_batch_size=batch_size
     )
-    return tuple(u.baseline.detach() for u in game.units)
+    return tuple(_baseline(u.baseline) for u in game.units)
+
+
+def _baseline(b: Optional[Tensor]) -> Tensor:
+    assert b is not None  # the game resolves every unit's baseline
+    return b.detach()
 
 
 def _estimate(
@@ -146,9 +151,9 @@ def _estimate(
 ) -> ShapleyResult:
     kw = dict(kw)
     kw.setdefault("seed", 0)
-    kw["return_result"] = True
+    kw.pop("return_result", None)
     return FilterShapley(model, layers).attribute(
-        inputs, target=target, metric=metric, **kw
+        inputs, target=target, metric=metric, return_result=True, **kw
     )
 
 
@@ -196,7 +201,7 @@ def _before_after(
     result: ShapleyResult,
     removed: List[int],
     inputs: Any,
-    metrics: Dict[str, Tuple[Callable, Any]],
+    metrics: Mapping[str, Tuple[Callable, Any]],
 ) -> Tuple[Dict[str, float], Dict[str, float]]:
     before, after = {}, {}
     for key, (metric, target) in metrics.items():

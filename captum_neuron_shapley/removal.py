@@ -237,11 +237,14 @@ class _Folded:
     to the output. New tensors; the module's parameters are not touched."""
 
     def __init__(self, module: nn.Module, weight: Tensor, bias: Tensor) -> None:
-        self.module, self.weight, self.bias = module, weight, bias
+        self.module: nn.Module = module
+        self.weight: Tensor = weight
+        self.bias: Tensor = bias
 
     def __call__(self, x: Tensor) -> Tensor:
         if isinstance(self.module, nn.Linear):
             return nn.functional.linear(x, self.weight, self.bias)
+        assert isinstance(self.module, _CONV)
         return self.module._conv_forward(x, self.weight, self.bias)
 
 
@@ -282,13 +285,15 @@ def _fold(u: LayerUnits, keep: Tensor) -> Optional[_Folded]:
     base = _channel_baseline(u)
     if base is None:
         return None
-    weight = module.weight
+    weight, bias = module.weight, module.bias
+    assert isinstance(weight, Tensor)
     present = keep[0].to(weight.device)
     if linear:
         present = present[u.groups.to(weight.device).expand(u.out_shape)]
     shape = (-1,) + (1,) * (weight.dim() - 1)
     w = weight * present.to(weight.dtype).view(shape)
-    bias = module.bias if module.bias is not None else torch.zeros_like(present, dtype=weight.dtype)
+    if not isinstance(bias, Tensor):  # bias=False
+        bias = torch.zeros(present.shape, dtype=weight.dtype, device=weight.device)
     b = torch.where(present, bias, base.to(device=weight.device, dtype=weight.dtype))
     return _Folded(module, w, b)
 

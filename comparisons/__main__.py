@@ -35,8 +35,8 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-from .report import QUICK_TIME_BUDGET, Options, run_report
-from .setup import Setup, SetupError, check_classes, digits_setup, user_setup
+from .report import Options, QUICK_TIME_BUDGET, run_report
+from .setup import check_classes, digits_setup, Setup, SetupError, user_setup
 
 
 def build_parser() -> argparse.ArgumentParser:

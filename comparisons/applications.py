@@ -43,13 +43,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
 
 from captum_neuron_shapley import FilterShapley, ShapleyResult
 from captum_neuron_shapley.ablation import metric_after_removal, remove_units
 from captum_neuron_shapley.applications import (
-    AdversarialVulnerability,
     adversarial_repair,
+    AdversarialVulnerability,
     attack_success,
     class_specific_units,
     fairness_repair,
@@ -62,6 +61,7 @@ from captum_neuron_shapley.metrics import (
     SubgroupAccuracy,
 )
 from captum_neuron_shapley.refine import greedy_removal
+from torch import nn, Tensor
 
 from . import baselines as B
 from .cost import Cost, count_cost

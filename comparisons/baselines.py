@@ -40,9 +40,9 @@ from captum.attr import (
     LayerGradientXActivation,
     NeuronConductance,
 )
-from torch import Tensor, nn
 
 from captum_neuron_shapley.game import UnitGame
+from torch import nn, Tensor
 
 __all__ = [
     "distributional_influence",

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Iterator
 
-from torch import Tensor, nn
+from torch import nn, Tensor
 
 __all__ = ["Cost", "count_cost"]
 

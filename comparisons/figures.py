@@ -10,9 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
 
 from captum_neuron_shapley import ShapleyResult  # noqa: E402
+from torch import Tensor  # noqa: E402
 
 __all__ = [
     "plot_removal_curves",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import nn, Tensor
 
 __all__ = ["TinyCNN", "blobs", "train_tiny", "CoverageMLP", "mlp_data"]
 

@@ -15,11 +15,11 @@ import statistics
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
-from torch import Tensor, nn
 
 from captum_neuron_shapley.ablation import metric_after_removal
 from captum_neuron_shapley.metrics import Metric
 from captum_neuron_shapley.result import ShapleyResult
+from torch import nn, Tensor
 
 __all__ = [
     "DEFAULT_KS",

@@ -44,19 +44,19 @@ from captum_neuron_shapley.refine import default_pool_size
 from . import figures
 from .baselines import neuron_conductance_map
 from .budget import (
-    Stage,
-    TimePlan,
     affordable_pool,
     greedy_evaluations,
     shapley_budget,
+    Stage,
     thin_ks,
+    TimePlan,
 )
 from .cost import count_cost
 from .markdown import render
 from .protocol import (
-    PairAccuracy,
     agreement,
     area_under_curve,
+    PairAccuracy,
     per_k_winners,
     prefix_curves,
     ranking,
@@ -64,15 +64,15 @@ from .protocol import (
     top_fraction,
 )
 from .scenarios import (
+    greedy_sets,
     MethodStatus,
     QuantityPart,
-    Scenario,
-    ShapleyRun,
-    greedy_sets,
     run_shapley,
+    Scenario,
     score_baselines,
     seconds_per_evaluation,
     shapley_status,
+    ShapleyRun,
 )
 from .setup import Setup
 
@@ -566,7 +566,10 @@ def run_report(setup: Setup, opts: Options) -> Dict[str, Any]:
         raise ValueError(
             f"need top_k >= 1 and max_k >= top_k, got {opts.top_k}, {opts.max_k}"
         )
-    log = lambda msg: print(f"[{time.perf_counter() - t0:5.0f}s] {msg}", flush=True)
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:5.0f}s] {msg}", flush=True)
+
     ctx = _Context(setup, opts, log)
     model = setup.model
     metric = _metric(opts.metric)

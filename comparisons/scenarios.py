@@ -29,11 +29,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
 
 from captum_neuron_shapley import FilterShapley, ShapleyResult
 from captum_neuron_shapley.game import UnitGame
 from captum_neuron_shapley.refine import greedy_removal
+from torch import nn, Tensor
 
 from . import baselines as B
 from .budget import greedy_evaluations

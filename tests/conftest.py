@@ -8,6 +8,7 @@ from captum_neuron_shapley.game import UnitGame
 from comparisons.games import blobs, TinyCNN, train_tiny  # noqa: F401
 from torch import nn
 
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """One intra-op thread for the whole suite: the models here are small, so

@@ -12,8 +12,8 @@ import torch
 
 from captum_neuron_shapley.ablation import ablated
 from captum_neuron_shapley.applications import (
-    AdversarialVulnerability,
     adversarial_repair,
+    AdversarialVulnerability,
     class_specific_units,
     fairness_repair,
     ink_subgroup,

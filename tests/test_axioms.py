@@ -1,11 +1,11 @@
 """Efficiency, symmetry and null-unit axioms."""
 
 import torch
-from torch import nn
 
 from captum_neuron_shapley import FilterShapley, NegativeCrossEntropy
+from torch import nn
 
-from .conftest import Z_TOL, TinyCNN, exact_shapley
+from .conftest import exact_shapley, TinyCNN, Z_TOL
 
 
 def test_efficiency_without_truncation(tiny, tiny_data):

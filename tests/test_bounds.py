@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from captum_neuron_shapley.bandit import BoundConfig, anytime_factor
+from captum_neuron_shapley.bandit import anytime_factor, BoundConfig
 from captum_neuron_shapley.statistics import RunningStats
 
 

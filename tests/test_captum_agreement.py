@@ -5,7 +5,7 @@ from captum.attr import ShapleyValueSampling
 
 from captum_neuron_shapley import FilterShapley, NegativeCrossEntropy
 
-from .conftest import Z_TOL, exact_shapley
+from .conftest import exact_shapley, Z_TOL
 
 
 def mask_forward(game):

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from comparisons import baselines as B
 from comparisons.applications import (
-    GRADIENT_METHODS,
-    SHAPLEY_SET,
     AppOptions,
     fingerprint,
+    GRADIENT_METHODS,
     run_applications,
+    SHAPLEY_SET,
 )
+from torch import nn
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "applications"
 

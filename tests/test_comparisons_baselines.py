@@ -3,11 +3,11 @@ r"""Baselines of comparisons/ against values worked out by hand on tiny models."
 import pytest
 import torch
 from captum.attr import LayerConductance
-from torch import nn
 
 from captum_neuron_shapley import FilterShapley, NeuronShapley
 from comparisons import baselines as B
 from comparisons.cost import count_cost
+from torch import nn
 
 
 @pytest.fixture(autouse=True)

@@ -6,12 +6,12 @@ import time
 import pytest
 
 from comparisons.budget import (
-    Stage,
-    TimePlan,
     affordable_pool,
     greedy_evaluations,
     shapley_budget,
+    Stage,
     thin_ks,
+    TimePlan,
 )
 
 

@@ -3,19 +3,19 @@ known, and its helpers on hand-worked values."""
 
 import pytest
 import torch
-from torch import nn
 
 from captum_neuron_shapley import NeuronShapley
 from comparisons.protocol import (
-    PairAccuracy,
     agreement,
     area_under_curve,
+    PairAccuracy,
     ranking,
     removal_evaluation,
     spearman,
     top_fraction,
     top_k_overlap,
 )
+from torch import nn
 
 
 @pytest.fixture(autouse=True)

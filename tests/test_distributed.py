@@ -8,7 +8,7 @@ import torch.multiprocessing as mp
 
 from captum_neuron_shapley import FilterShapley, NegativeCrossEntropy, ShapleyResult
 
-from .conftest import Z_TOL, _blobs, exact_shapley, train_tiny
+from .conftest import _blobs, exact_shapley, train_tiny, Z_TOL
 
 ARGS = dict(
     metric=NegativeCrossEntropy(),

@@ -5,7 +5,7 @@ import torch
 
 from captum_neuron_shapley import FilterShapley, NegativeCrossEntropy, NeuronShapley
 
-from .conftest import MLP, Z_TOL, exact_shapley
+from .conftest import exact_shapley, MLP, Z_TOL
 
 
 def _check(result, exact):

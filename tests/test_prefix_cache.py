@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from torch import nn
-from torchvision.models import resnet18
 
 from captum_neuron_shapley import FilterShapley, NeuronShapley
 from captum_neuron_shapley.prefix import trace_prefix
+from torch import nn
+from torchvision.models import resnet18
 
 
 def test_prefix_found_and_values_identical():

@@ -5,9 +5,8 @@ import time
 
 import pytest
 import torch
-from torch import nn
 
-from captum_neuron_shapley import FilterShapley, NeuronShapley, ablated
+from captum_neuron_shapley import ablated, FilterShapley, NeuronShapley
 from captum_neuron_shapley.ablation import (
     metric_after_removal,
     removal_curve,
@@ -15,6 +14,7 @@ from captum_neuron_shapley.ablation import (
 )
 from captum_neuron_shapley.refine import greedy_removal
 from captum_neuron_shapley.repair import export_repaired
+from torch import nn
 
 
 class Redundant(nn.Module):
@@ -111,9 +111,7 @@ def test_refine_bad_input(redundant):
         ns.attribute(x, top_k=2, refine="greedy", refine_beam=0, **kw)
 
 
-def test_refine_on_a_cnn_starts_with_the_best_single_removal(
-    tiny, tiny_data
-):
+def test_refine_on_a_cnn_starts_with_the_best_single_removal(tiny, tiny_data):
     (x, y), _ = tiny_data
     fs = FilterShapley(tiny, [tiny.conv1, tiny.conv2])
     res = fs.attribute(
@@ -136,9 +134,7 @@ def test_refine_on_a_cnn_starts_with_the_best_single_removal(
     assert res.removal_set[0] == int(game.value(single).argmin())
 
 
-def test_every_helper_takes_every_unit_form_and_the_results_baselines(
-    tiny, tiny_data
-):
+def test_every_helper_takes_every_unit_form_and_the_results_baselines(tiny, tiny_data):
     (x, y), (xt, yt) = tiny_data
     fs = FilterShapley(tiny, [tiny.conv1, tiny.conv2])
     res = fs.attribute(
@@ -216,12 +212,8 @@ def test_stop_reasons(tiny, tiny_data):
     res = fs.attribute(x, callback=lambda est: True, **kw)
     assert res.stop_reason == "callback" and not res.converged
     assert "not converged: stopped by callback" in repr(res)
-    assert fs.attribute(x, max_permutations=3, **kw).stop_reason == (
-        "max_permutations"
-    )
-    assert fs.attribute(x, max_evaluations=10, **kw).stop_reason == (
-        "max_evaluations"
-    )
+    assert fs.attribute(x, max_permutations=3, **kw).stop_reason == ("max_permutations")
+    assert fs.attribute(x, max_evaluations=10, **kw).stop_reason == ("max_evaluations")
     done = fs.attribute(x, top_k=1, **kw)
     assert done.converged and done.stop_reason == "converged"
     assert "converged;" in repr(done)

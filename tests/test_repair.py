@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from torch import nn
 
 from captum_neuron_shapley import FilterShapley, NeuronShapley
 from captum_neuron_shapley.ablation import ablated, removal_curves, remove_units
 from captum_neuron_shapley.repair import export_repaired, repaired_state_dict
+from torch import nn
 
 from .conftest import MLP, TinyCNN
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from captum_neuron_shapley import FilterShapley, ShapleyResult, accuracy
+from captum_neuron_shapley import accuracy, FilterShapley, ShapleyResult
 
 
 def _run(model, x, y, **kw):

@@ -8,7 +8,7 @@ import torch
 from captum_neuron_shapley import FilterShapley
 from captum_neuron_shapley.sampler import ChainSampler
 
-from .conftest import Z_TOL, exact_shapley
+from .conftest import exact_shapley, Z_TOL
 
 
 def _game(tiny, x, y, ppe):

@@ -1,9 +1,9 @@
 """Top-k recovery on a game with closed-form values; scale smoke tests."""
 
 import torch
-from torch import nn
 
 from captum_neuron_shapley import FilterShapley, NeuronShapley
+from torch import nn
 
 
 class SumHead(nn.Module):
