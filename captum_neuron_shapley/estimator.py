@@ -172,7 +172,7 @@ class TMABEstimator:
                         ),
                     ]
                 )
-                if save:
+                if save and self.checkpoint is not None:
                     self.save(self.checkpoint)
                     last_save = time.monotonic()
                 if stop:
@@ -289,7 +289,7 @@ def fingerprint(
         "top_k": top_k,
         "epsilon": float(epsilon),
         "bound": bound.mode,
-        "delta": float(bound.delta),
+        "delta": None if bound.delta is None else float(bound.delta),
         "min_samples": bound.min_samples,
         "subset_size": sampler.subset_size,
         "antithetic": sampler.antithetic,

@@ -208,7 +208,8 @@ class ChainSampler:
         r"""One sample per set: the mean of its completed chains' marginals (each
         chain is a uniformly random order; None when no chain of the set was
         completed)."""
-        out, i = [], 0
+        out: List[Optional[Tuple[Tensor, Tensor]]] = []
+        i = 0
         for size in sizes:
             chains = [c for c in walked[i : i + size] if c is not None]
             i += size
@@ -268,7 +269,8 @@ class ChainSampler:
                 share = budget
             else:
                 share = -(-budget // len(running))  # fair share: ceil
-            masks, takers = [], []
+            masks: List[Tensor] = []
+            takers = []
             for w in running:
                 k = min(share, budget - sum(m.shape[0] for m in masks))
                 if k <= 0:

@@ -1,6 +1,6 @@
 r"""Do the confidence intervals hold where the bandit stops?
-(``python -m comparisons.coverage``; ``--seeds 200`` takes about N minutes on 2
-cores.)
+(``python -m comparisons.coverage --seeds 200``, about an hour on one core;
+``--digits-cost``: what each bound costs on the digits CNN.)
 
 On small games whose Shapley values are known exactly (computed by enumerating
 every coalition), runs the top-k bandit with the library's defaults over many
@@ -120,6 +120,39 @@ def coverage_at_stop(
     }
 
 
+def digits_cost(seeds: Sequence[int], bounds: Sequence[str]) -> List[str]:
+    r"""What each bound costs where it matters: the top-10 bandit on the digits
+    CNN's 160 filters (defaults otherwise), evaluations until it stops, per seed.
+    Returns markdown lines."""
+    from captum_neuron_shapley.examples import load_digits_splits, trained_digits_cnn
+
+    data, model = load_digits_splits(), trained_digits_cnn()
+    fs = FilterShapley(model, model.conv_layers)
+    lines = [
+        "| bound | evaluations to stop, per seed | median | converged |",
+        "|---|---|---|---|",
+    ]
+    for bound in bounds:
+        evals, conv = [], 0
+        for seed in seeds:
+            res = fs.attribute(
+                data.x_val,
+                target=data.y_val,
+                top_k=10,
+                bound=bound,
+                perturbations_per_eval=8,
+                seed=seed,
+                return_result=True,
+            )
+            evals.append(res.n_evaluations)
+            conv += int(res.converged)
+        lines.append(
+            f"| {bound} | {', '.join(map(str, evals))} | "
+            f"{statistics.median(evals):.0f} | {conv}/{len(evals)} |"
+        )
+    return lines
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m comparisons.coverage")
     p.add_argument("--seeds", type=int, default=200)
@@ -129,9 +162,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument(
         "--truncation", default="none,auto", help="comma-separated: none, auto"
     )
+    p.add_argument(
+        "--games", default="tiny-cnn,mlp", help="comma-separated: tiny-cnn, mlp"
+    )
+    p.add_argument(
+        "--digits-cost",
+        action="store_true",
+        help="instead: evaluations each bound needs to stop on the digits CNN",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     bounds = [b for b in args.bounds.split(",") if b]
+    if args.digits_cost:
+        print("Top-10 bandit on the digits CNN (160 filters), seeds 0-2:")
+        print()
+        print("\n".join(digits_cost(range(3), bounds)))
+        return 0
     truncs = [None if t == "none" else t for t in args.truncation.split(",") if t]
     metrics = (("accuracy", None), ("cross-entropy", NegativeCrossEntropy()))
     print(
@@ -149,7 +195,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     t0 = time.perf_counter()
-    for gname, (attr, data, game_kw, k) in coverage_games().items():
+    games = coverage_games()
+    for gname in [g for g in args.games.split(",") if g]:
+        if gname not in games:
+            p.error(f"--games: unknown game {gname!r} (choose from {', '.join(games)})")
+        attr, data, game_kw, k = games[gname]
         for mname, metric in metrics:
             kw = dict(game_kw)
             if metric is not None:
