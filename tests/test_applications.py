@@ -32,10 +32,7 @@ KW = dict(
 
 @pytest.fixture(scope="module")
 def digits():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small model: thread overhead dominates
     yield trained_digits_cnn(), load_digits_splits()
-    torch.set_num_threads(n)
 
 
 def _acc(model, x, y, rep, sel=None):
@@ -199,10 +196,7 @@ def test_greedy_removal_raise_finds_the_harmful_units():
 def resnet():
     from captum_neuron_shapley.examples import trained_digits_resnet
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield trained_digits_resnet(), load_digits_splits()
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -212,10 +206,7 @@ def bold():
         trained_digits_resnet,
     )
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield trained_digits_resnet(bold_fraction=0.01), bold_minority_splits(0.01)
-    torch.set_num_threads(n)
 
 
 def test_bold_minority_splits_pair_the_digits():

@@ -25,14 +25,6 @@ from torch import nn
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "applications"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # -- a quantity given as a callable ----------------------------------------------
 
 

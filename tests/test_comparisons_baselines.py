@@ -10,15 +10,6 @@ from comparisons.cost import count_cost
 from torch import nn
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these models are tiny, and the suite shares its cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class LinearConvNet(nn.Module):
     r"""1x1 conv (3 channels) -> 1x1 conv (2 channels) -> linear head, on 2x2
     inputs: linear end to end, so every gradient is a product of weights."""

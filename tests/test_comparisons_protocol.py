@@ -18,15 +18,6 @@ from comparisons.protocol import (
 from torch import nn
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these models are tiny, and the suite shares its cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Voters(nn.Module):
     r"""Six hidden units, unit j copies feature j; the output's class-1 logit is
     the weighted vote ``sum_j w_j h_j`` (class-0 logit 0). Feature j carries the

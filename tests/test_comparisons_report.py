@@ -18,14 +18,6 @@ from comparisons.scenarios import greedy_sets
 from comparisons.setup import Setup
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _setup(trained_tiny, tiny_data):
     from comparisons.games import TinyCNN
 
@@ -69,13 +61,8 @@ def _opts(out, **kw):
 
 @pytest.fixture(scope="module")
 def unconverged(trained_tiny, tiny_data, tmp_path_factory):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("report_tiny")
-    try:
-        s = run_report(_setup(trained_tiny, tiny_data), _opts(out, max_evaluations=30))
-    finally:
-        torch.set_num_threads(n)
+    s = run_report(_setup(trained_tiny, tiny_data), _opts(out, max_evaluations=30))
     return s, json.loads((out / "results.json").read_text()), out
 
 

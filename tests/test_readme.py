@@ -3,8 +3,6 @@
 import re
 from pathlib import Path
 
-import torch
-
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -12,13 +10,8 @@ def test_quickstart_runs_as_written(capsys):
     text = README.read_text()
     section = text[text.index("## Quickstart") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        scope: dict = {}
-        exec(compile(code, str(README) + ":Quickstart", "exec"), scope)
-    finally:
-        torch.set_num_threads(n)
+    scope: dict = {}
+    exec(compile(code, str(README) + ":Quickstart", "exec"), scope)
     res, acc = scope["res"], scope["acc"]
     assert len(res.removal_set) == 10 and res.refine_evaluations > 0
     intact, without_top, without_set = acc.tolist()

@@ -11,14 +11,6 @@ from torch import nn
 from .conftest import MLP, TinyCNN
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: thread overhead dominates
-    yield
-    torch.set_num_threads(n)
-
-
 def _no_hooks(model):
     return all(not m._forward_hooks for m in model.modules())
 

@@ -23,11 +23,8 @@ from captum_neuron_shapley.visualization import (  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def close_figures():
     yield
-    torch.set_num_threads(n)
     import matplotlib.pyplot as plt
 
     plt.close("all")
