@@ -377,16 +377,8 @@ def _refine_gradient(
     best = _best_gradient(
         app["curves"], judge.winner_metric or judge.primary, judge.goal, j
     )
-    x, t, metric = game_args
-    layers = [model.get_submodule(lay.name) for lay in res.layers]
     with count_cost(model) as c:
-        game = FilterShapley(model, layers).game(
-            x,
-            target=t,
-            metric=metric,
-            layer_baselines=tuple(lay.baseline for lay in res.layers),
-            perturbations_per_eval=8,
-        )
+        game = _same_game(model, res, game_args)
         units, _ = greedy_removal(
             game, orders[best], opts.k, opts.refine_pool_factor * opts.k, goal=goal
         )
@@ -395,6 +387,22 @@ def _refine_gradient(
     orders[name] = units
     app["costs"][name] = c.as_dict()
     ctx.log(f"  {name}: {game.n_evaluations} evaluations, {c.wall_s:.0f}s")
+
+
+def _same_game(
+    model: nn.Module, res: ShapleyResult, data: Tuple[Any, Any, Callable]
+) -> Any:
+    r"""The game ``res`` was estimated on (its layers and removal baselines), on
+    the data ``(inputs, target, metric)``."""
+    x, t, metric = data
+    layers = [model.get_submodule(lay.name) for lay in res.layers]
+    return FilterShapley(model, layers).game(
+        x,
+        target=t,
+        metric=metric,
+        layer_baselines=tuple(lay.baseline for lay in res.layers),
+        perturbations_per_eval=8,
+    )
 
 
 def _oracle(
@@ -407,16 +415,8 @@ def _oracle(
     goal: str,
 ) -> List[int]:
     r"""The greedy search on the test split over every candidate unit."""
-    x, t, metric = test_game
-    layers = [model.get_submodule(lay.name) for lay in res.layers]
     with count_cost(model) as c:
-        game = FilterShapley(model, layers).game(
-            x,
-            target=t,
-            metric=metric,
-            layer_baselines=tuple(lay.baseline for lay in res.layers),
-            perturbations_per_eval=8,
-        )
+        game = _same_game(model, res, test_game)
         units, _ = greedy_removal(game, pool, ctx.opts.k, len(pool), goal=goal)
     c.model_evaluations = game.n_evaluations
     app["costs"][ORACLE] = c.as_dict()
