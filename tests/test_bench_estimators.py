@@ -1,0 +1,78 @@
+"""The benchmark's estimators (comparisons/estimators.py) against exact enumeration
+on the tests' 7-filter CNN, and a seconds-long run of ``python -m comparisons.bench
+--quick`` (no reference caches needed: the quick cell's reference is exact)."""
+
+import json
+
+import pytest
+import torch
+
+from captum_neuron_shapley import FilterShapley
+from captum_neuron_shapley.exact import exact_values
+from comparisons import estimators as E
+
+
+@pytest.fixture
+def game_and_exact(tiny, tiny_data):
+    (x, y), _ = tiny_data
+    fs = FilterShapley(tiny, [tiny.conv1, tiny.conv2])
+    game = fs.game(x, target=y, perturbations_per_eval=32)
+    return game, exact_values(game)
+
+
+@pytest.mark.parametrize(
+    "fn, budget, tol",
+    [
+        (E.msr, 12000, 0.03),
+        (E.kernel_shap, 12000, 0.015),
+        (E.stratified_svarm, 12000, 0.015),
+    ],
+)
+def test_untruncated_estimators_match_enumeration(game_and_exact, fn, budget, tol):
+    game, exact = game_and_exact
+    seen = []
+    est = fn(game, budget, 1, lambda e, v: seen.append((e, v.clone())))
+    assert seen and seen[-1][0] <= budget
+    assert torch.allclose(seen[-1][1], est)
+    err = (est - exact).abs().max()
+    assert err < tol, (est, exact)
+
+
+def test_cmcs_ranks_the_top_units_like_enumeration(game_and_exact):
+    game, exact = game_and_exact
+    est = E.cmcs_greedy(game, 3000, 0, lambda e, v: None, top_k=3)
+    # it samples the units near the boundary: their means are unbiased marginals
+    top = set(torch.topk(exact, 3).indices.tolist())
+    assert set(torch.topk(est, 3).indices.tolist()) == top
+    assert (est - exact).abs()[list(top)].max() < 0.02
+
+
+def test_kernel_shap_is_efficient(game_and_exact):
+    game, _ = game_and_exact
+    est = E.kernel_shap(game, 200, 1, lambda e, v: None)
+    gap = game.full_value() - game.empty_value()
+    assert abs(float(est.sum()) - gap) < 1e-6
+
+
+def test_quick_bench_runs_in_seconds(tmp_path):
+    from comparisons.bench import main
+
+    assert (
+        main(
+            [
+                "--quick",
+                "--jobs",
+                "1",
+                "--seeds",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "bench.json").read_text())
+    cell = report["evaluations_to_topk"]["cells"][0]
+    assert "default" in cell["rows"] and "plain truncated MC" in cell["rows"]
+    assert (tmp_path / "precision.png").exists()
+    assert "x default" in (tmp_path / "bench.md").read_text()
