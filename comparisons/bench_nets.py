@@ -24,9 +24,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
 
-from captum_neuron_shapley.examples import DigitsSplits, _cache_dir
+from captum_neuron_shapley.examples import _cache_dir, DigitsSplits
+from torch import nn, Tensor
 
 __all__ = [
     "DigitsResNet",
@@ -280,7 +280,9 @@ def reference(bg: BenchGame, cache: bool = True) -> Dict[str, Any]:
 
     Standard errors of both are kept (``*_se``).
     """
-    path = _cache_dir(None) / f"bench_reference_{bg.name.replace('/', '_')}_v{_VERSION}.pt"
+    path = (
+        _cache_dir(None) / f"bench_reference_{bg.name.replace('/', '_')}_v{_VERSION}.pt"
+    )
     if cache and path.exists():
         return torch.load(path, weights_only=True)
     res = bg.attribute(
