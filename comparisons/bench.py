@@ -393,9 +393,7 @@ CELLS: List[Tuple[str, Tuple[int, ...], int, Tuple[str, ...]]] = [
         "digits-cnn/mean",
         (10,),
         3000,
-        BASE_ROWS
-        + REUSE_ROWS
-        + ("kernel SHAP, paired", "min_samples=2 (2 cycles)"),
+        BASE_ROWS + REUSE_ROWS + ("kernel SHAP, paired", "min_samples=2 (2 cycles)"),
     ),
     ("digits-cnn/zero", (10,), 3000, BASE_ROWS + REUSE_ROWS[:1]),
     ("digits-resnet/zero", (3, 10), 3000, BASE_ROWS + REUSE_ROWS + TOPK_ROWS),
