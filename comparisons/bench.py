@@ -501,6 +501,7 @@ def topk_benchmark(args, out: Path, lines: List[str]) -> Dict[str, Any]:
                 tasks.append((weight, (game, name, seed, row_ks, budget, eps)))
     tasks.sort(key=lambda t: -t[0])
     done: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    partial = out / "partial_runs.json"
     t0 = time.perf_counter()
 
     def collect(result) -> None:
@@ -510,10 +511,19 @@ def topk_benchmark(args, out: Path, lines: List[str]) -> Dict[str, Any]:
             row["trajectories"].setdefault(str(k), {})[seed] = traj
         row["runs"] += infos
         wall = sum(i["wall_s"] for i in infos)
+        reached = ", ".join(
+            f"k={k}: stays 0.9 {_fmt(stays_reached(t, 0.9), budget)}"
+            for k, t in trajs.items()
+        )
         print(
             f"[{time.perf_counter() - t0:6.0f}s] {game} | {name} | seed {seed} | "
-            f"{wall:.0f}s",
+            f"{reached} | {wall:.0f}s",
             flush=True,
+        )
+        # every finished run is kept on disk as it comes (a run cut short leaves
+        # what it measured)
+        partial.write_text(
+            json.dumps([[list(k), v] for k, v in done.items()], default=float)
         )
 
     if args.jobs <= 1:
