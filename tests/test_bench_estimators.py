@@ -23,9 +23,9 @@ def game_and_exact(tiny, tiny_data):
 @pytest.mark.parametrize(
     "fn, budget, tol",
     [
-        (E.msr, 12000, 0.03),
-        (E.kernel_shap, 12000, 0.015),
-        (E.stratified_svarm, 12000, 0.015),
+        (E.msr, 4000, 0.03),  # the library's sampler="msr": tests/test_msr.py
+        (E.kernel_shap, 4000, 0.02),
+        (E.stratified_svarm, 4000, 0.02),
     ],
 )
 def test_untruncated_estimators_match_enumeration(game_and_exact, fn, budget, tol):
