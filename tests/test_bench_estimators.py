@@ -76,3 +76,7 @@ def test_quick_bench_runs_in_seconds(tmp_path):
     assert "default" in cell["rows"] and "plain truncated MC" in cell["rows"]
     assert (tmp_path / "precision.png").exists()
     assert "x default" in (tmp_path / "bench.md").read_text()
+    # the markdown can be laid out again from the JSON alone
+    again = tmp_path / "again"
+    assert main(["--render", str(tmp_path / "bench.json"), "--out", str(again)]) == 0
+    assert "Against the issue's targets" in (again / "topk.md").read_text()
