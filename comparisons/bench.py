@@ -1,20 +1,28 @@
 r"""Speed and scale benchmarks (``python -m comparisons.bench``).
 
-Three measurements, each side by side in one process, written as a markdown table
+Three measurements, each side by side in one run, written as markdown tables
 and JSON (with the machine, versions and command) to ``--out``:
 
-1. *Evaluations to the top-k.* On the embedded digits CNN (160 conv filters), the
-   model evaluations each estimator needs until its estimated top-10 first reaches,
-   and until it stays at, epsilon-precision 0.9 (and 1.0) against a reference
-   ranking (a long plain truncated Monte-Carlo run, cached on disk). A unit counts
-   as correct when its reference value is at least the reference 10th value minus
-   epsilon. Estimators: ours (defaults: top-k bandit, normal bounds, stratified
-   cycles of 4 chains), the same chains with the bandit off, plain truncated Monte
-   Carlo (independent chains, every unit in every chain), the original paper's
-   settings (bound="paper", independent chains), and Captum's
-   ``ShapleyValueSampling`` through a mask wrapper over the same game (its running
-   mean over permutations). Medians over seeds; a precision-against-evaluations
-   figure.
+1. *Evaluations to the top-k.* On five games (:mod:`comparisons.bench_nets`: the
+   embedded digits CNN with mean and zero removal, a residual CNN with batch norm
+   whose top channels stand out, with zero and mean removal, and a 128-neuron MLP
+   whose top-k needs hundreds of chains), the model evaluations each estimator
+   needs until its estimated top-k (k = 3 and 10) first reaches, and until it stays
+   at, epsilon-precision 0.9 and 1.0 against reference values from long
+   independent runs (cached; the truncated target for the truncated chains, the
+   Shapley values for the untruncated estimators). A unit counts as correct when
+   its reference value is at least the reference k-th value minus epsilon (15% of
+   the mean of the three largest values). Rows (:func:`estimator_rows`): the
+   library's default, plain truncated Monte Carlo, Captum's
+   ``ShapleyValueSampling`` through a mask wrapper over the same game, and the
+   alternatives of :mod:`comparisons.estimators` (sample reuse, kernel SHAP,
+   stratified SVARM, CMCS, LUCB, border-uncertainty sampling, a gradient prior,
+   fewer exploration samples, batched evaluation). The (cell, row, seed) runs are
+   spread over ``--jobs`` processes of one thread; medians over seeds, a table
+   against the issue's targets, the winners per cell and a precision-against-
+   evaluations figure. ``--quick``: one seconds-long cell on the tests' 7-filter
+   CNN with exact values (no cache needed). ``--render``: lay the markdown out
+   again from a run's ``bench.json``.
 2. *Throughput.* Coalition evaluations per second against plain forward passes per
    second of the unmodified model on the same examples, interleaved in blocks, with
    all conv layers ablated and with only the last layer(s) ablated.
