@@ -966,11 +966,56 @@ def scale(device: str, batch: int) -> List[Dict[str, float]]:
     return rows
 
 
+def _from_partial(path: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    r"""Results from the runs a cut-short benchmark kept in ``partial_runs.json``:
+    the cells of :data:`CELLS`, each with the rows that finished every seed."""
+    done: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    for (game, name), row in json.loads(path.read_text()):
+        row["trajectories"] = {
+            k: {int(s): t for s, t in v.items()} for k, v in row["trajectories"].items()
+        }
+        done[(game, name)] = row
+    seeds = sorted(
+        {s for row in done.values() for v in row["trajectories"].values() for s in v}
+    )
+    cells = []
+    for game, ks, budget, names in CELLS:
+        names = tuple(
+            n
+            for n in names
+            if (game, n) in done
+            and all(
+                len(v) == len(seeds) for v in done[(game, n)]["trajectories"].values()
+            )
+        )
+        if "default" not in names or "plain truncated MC" not in names:
+            continue
+        if "Captum ShapleyValueSampling" not in names:
+            continue
+        _, ref = load_cell_game(game)
+        eps = game_epsilon(ref)
+        cells.append(_summarise_cell(game, ks, budget, eps, names, ref, done, seeds))
+    res = {"seeds": seeds, "wall_s": float("nan"), "cells": cells}
+    report = {
+        "command": "python -m comparisons.bench (cut short; partial_runs.json)",
+        "machine": platform.platform(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "jobs": 2,
+        "torch": torch.__version__,
+        "captum": captum.__version__,
+    }
+    return report, res
+
+
 def render(path: Path, out: Path) -> int:
     r"""Rewrite ``topk.md`` (and the figure) in ``out`` from a run's JSON: the
     same numbers as that run's ``bench.md``, laid out by the current code."""
-    report = json.loads(path.read_text())
-    res = report["evaluations_to_topk"]
+    if path.name == "partial_runs.json":
+        report, res = _from_partial(path)
+    else:
+        report = json.loads(path.read_text())
+        res = report["evaluations_to_topk"]
     for t in res.get("targets", []):
         for key in ("default", "plain", "captum"):
             t[key] = {float(lv): v for lv, v in t[key].items()}
