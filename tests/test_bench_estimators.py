@@ -80,3 +80,36 @@ def test_quick_bench_runs_in_seconds(tmp_path):
     again = tmp_path / "again"
     assert main(["--render", str(tmp_path / "bench.json"), "--out", str(again)]) == 0
     assert "Against the issue's targets" in (again / "topk.md").read_text()
+
+
+def test_no_state_is_evaluated_after_truncation_at_one_coalition_per_pass(
+    tiny, tiny_data
+):
+    # the default (perturbations_per_eval=1) checks every state against the
+    # threshold before evaluating the next: a chain costs exactly the states up
+    # to the first one at or below it
+    from captum_neuron_shapley.sampler import ChainSampler, truncation_threshold
+
+    (x, y), _ = tiny_data
+    game = FilterShapley(tiny, [tiny.conv1, tiny.conv2]).game(x, target=y)
+    n = game.n_units
+    thr = truncation_threshold(0.5, game.full_value(), game.empty_value())
+    smp = ChainSampler(game, torch.Generator().manual_seed(0), thr, strata=4)
+    active = torch.ones(n, dtype=torch.bool)
+    cut = 0
+    for _ in range(8):
+        perms = smp._draw_set(4)
+        cost = 0
+        for perm in perms:
+            rank = torch.empty(n, dtype=torch.long)
+            rank[perm] = torch.arange(n)
+            values = game.value(
+                rank.unsqueeze(0) >= torch.arange(1, n + 1).unsqueeze(1)
+            )
+            below = (values <= thr).nonzero()
+            cost += int(below[0]) + 1 if below.numel() else n
+            cut += int(below.numel() > 0 and int(below[0]) + 1 < n)
+        before = game.n_evaluations
+        smp.walk(perms, active)
+        assert game.n_evaluations - before == cost
+    assert cut > 0  # some chains were truncated before their last state
