@@ -53,7 +53,7 @@ from .removal import (
     resolve_baseline,
 )
 from .result import LayerLayout, ShapleyResult
-from .sampler import ChainSampler, resolve_strata, truncation_threshold
+from .sampler import make_sampler, resolve_strata, SAMPLERS, truncation_threshold
 
 __all__ = ["NeuronShapley", "FilterShapley"]
 
@@ -194,6 +194,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         antithetic: bool = False,
         strata: Optional[int] = None,
         chains_per_round: int = 1,
+        sampler: str = "chains",
         internal_batch_size: Optional[int] = None,
         cache_activations: bool = True,
         seed: Optional[int] = None,
@@ -234,6 +235,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         antithetic: bool = False,
         strata: Optional[int] = None,
         chains_per_round: int = 1,
+        sampler: str = "chains",
         internal_batch_size: Optional[int] = None,
         cache_activations: bool = True,
         seed: Optional[int] = None,
@@ -274,6 +276,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         antithetic: bool = False,
         strata: Optional[int] = None,
         chains_per_round: int = 1,
+        sampler: str = "chains",
         internal_batch_size: Optional[int] = None,
         cache_activations: bool = True,
         seed: Optional[int] = None,
@@ -314,6 +317,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         antithetic: bool = False,
         strata: Optional[int] = None,
         chains_per_round: int = 1,
+        sampler: str = "chains",
         internal_batch_size: Optional[int] = None,
         cache_activations: bool = True,
         seed: Optional[int] = None,
@@ -466,7 +470,8 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         the active set. Default: for ``"anytime"`` and
                         ``"fixed"``, 20 chains' worth, i.e. 20 samples, 10
                         antithetic pairs or ``ceil(20 / strata)`` cycles, at
-                        least 5; 2 otherwise
+                        least 5 (with ``sampler="msr"``: 32 coalitions); 2
+                        otherwise
             subset_size (int, optional): Evaluate each chain on this many
                         examples drawn at random (the same ones along the whole
                         chain). Default: None (all examples)
@@ -488,6 +493,19 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         (useful on GPUs with a large ``perturbations_per_eval``;
                         unbiased, as every set is drawn independently).
                         Default: 1
+            sampler (str, optional): How marginal contributions are sampled:
+                        ``"chains"`` (truncated permutation chains, stratified by
+                        position, the bandit restricting them to the undecided
+                        units) or ``"msr"`` (maximum sample reuse: random
+                        coalitions stratified by size, each giving a
+                        regression-adjusted sample of *every* unit's Shapley
+                        value; untruncated, so ``truncation``, ``strata``,
+                        ``antithetic`` and ``subset_size`` do not apply, and
+                        ``max_permutations`` counts coalitions; it wins where
+                        units are many, their values small and close and their
+                        marginals noisy, as on the benchmark's 128-neuron MLP; see
+                        :class:`~captum_neuron_shapley.sampler.CoalitionSampler`).
+                        Default: ``"chains"``
             internal_batch_size (int, optional): Examples per forward pass (times
                         the coalitions evaluated together), as Captum's
                         ``internal_batch_size``. Default: None (all examples)
@@ -553,6 +571,11 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         check_positive_int("top_k", top_k)
         check_positive_int("subset_size", subset_size)
         check_positive_int("chains_per_round", chains_per_round, False)
+        if sampler not in SAMPLERS:
+            raise ValueError(
+                f"`sampler` must be one of {', '.join(map(repr, SAMPLERS))}, "
+                f"got {sampler!r}"
+            )
         check_positive_int("strata", strata)
         check_positive_int("refine_pool", refine_pool)
         check_positive_int("refine_beam", refine_beam, False)
@@ -598,14 +621,15 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                     f"({game.n_units}), got {top_k}"
                 )
             # paper mode keeps the original code's independent chains
-            strata = resolve_strata(strata, antithetic, bound == "paper", game.n_units)
-            if min_samples is None and bounds_cfg.asymptotic:  # 20 chains' worth
-                bounds_cfg.min_samples = max(5, -(-20 // (2 if antithetic else strata)))
+            strata = resolve_strata(
+                strata, antithetic, bound == "paper" or sampler == "msr", game.n_units
+            )
             v_all, v_none = game.full_value(), game.empty_value()
             threshold = truncation_threshold(truncation, v_all, v_none)
             if epsilon is None:
                 epsilon = DEFAULT_EPSILON * (abs(v_all - v_none) or 1.0)
-            sampler = ChainSampler(
+            smp = make_sampler(
+                sampler,
                 game,
                 generator,
                 threshold,
@@ -614,16 +638,19 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 antithetic,
                 chains_per_round,
                 strata,
+                bounds_cfg,
+                min_samples is None,
             )
+            threshold = smp.truncation  # None for sampler="msr"
             estimator = TMABEstimator(
-                sampler,
+                smp,
                 TopKRule(top_k, float(epsilon)),
                 bounds_cfg,
                 budget,
                 _marginal_range(game.metric),
                 checkpoint,
                 checkpoint_interval,
-                fingerprint(sampler, seed, top_k, epsilon, bounds_cfg),
+                fingerprint(smp, seed, top_k, epsilon, bounds_cfg),
                 show_progress,
                 callback,
                 time.monotonic() - started,

@@ -226,7 +226,14 @@ class TMABEstimator:
             "elapsed": self.elapsed,
             "observed": self.observed.clone(),
             "history": self.history_tensor(),
+            "sampler": {
+                k: self.group.gather_states(v) for k, v in self._sampler_state().items()
+            },
         }
+
+    def _sampler_state(self) -> Dict[str, Tensor]:
+        get = getattr(self.sampler, "state_dict", None)
+        return get() if get is not None else {}
 
     def history_tensor(self) -> Tensor:
         r"""Rows of (permutations, evaluations, active units) before each round."""
@@ -257,6 +264,11 @@ class TMABEstimator:
         self.elapsed = float(state["elapsed"])
         self.observed = state["observed"].to(torch.float64)
         self.history = state["history"].tolist()
+        sampler_state = state.get("sampler") or {}
+        if sampler_state:
+            self.sampler.load_state_dict(  # type: ignore[attr-defined]
+                {k: v[self.group.rank] for k, v in sampler_state.items()}
+            )
 
 
 def _left(limit: Optional[int], used: int) -> Optional[int]:
@@ -294,6 +306,7 @@ def fingerprint(
         "subset_size": sampler.subset_size,
         "antithetic": sampler.antithetic,
         "strata": sampler.strata,
+        "sampler": getattr(sampler, "name", "chains"),
         "chains_per_round": sampler.chains_per_round,
         "perturbations_per_eval": game.perturbations_per_eval,
         "world_size": Collective().world,

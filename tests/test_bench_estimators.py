@@ -1,0 +1,115 @@
+"""The benchmark's estimators (comparisons/estimators.py) against exact enumeration
+on the tests' 7-filter CNN, and a seconds-long run of ``python -m comparisons.bench
+--quick`` (no reference caches needed: the quick cell's reference is exact)."""
+
+import json
+
+import pytest
+import torch
+
+from captum_neuron_shapley import FilterShapley
+from captum_neuron_shapley.exact import exact_values
+from comparisons import estimators as E
+
+
+@pytest.fixture
+def game_and_exact(tiny, tiny_data):
+    (x, y), _ = tiny_data
+    fs = FilterShapley(tiny, [tiny.conv1, tiny.conv2])
+    game = fs.game(x, target=y, perturbations_per_eval=32)
+    return game, exact_values(game)
+
+
+@pytest.mark.parametrize(
+    "fn, budget, tol",
+    [
+        (E.msr, 4000, 0.03),  # the library's sampler="msr": tests/test_msr.py
+        (E.kernel_shap, 4000, 0.02),
+        (E.stratified_svarm, 4000, 0.02),
+    ],
+)
+def test_untruncated_estimators_match_enumeration(game_and_exact, fn, budget, tol):
+    game, exact = game_and_exact
+    seen = []
+    est = fn(game, budget, 1, lambda e, v: seen.append((e, v.clone())))
+    assert seen and seen[-1][0] <= budget
+    assert torch.allclose(seen[-1][1], est)
+    err = (est - exact).abs().max()
+    assert err < tol, (est, exact)
+
+
+def test_cmcs_ranks_the_top_units_like_enumeration(game_and_exact):
+    game, exact = game_and_exact
+    est = E.cmcs_greedy(game, 3000, 0, lambda e, v: None, top_k=3)
+    # it samples the units near the boundary: their means are unbiased marginals
+    top = set(torch.topk(exact, 3).indices.tolist())
+    assert set(torch.topk(est, 3).indices.tolist()) == top
+    assert (est - exact).abs()[list(top)].max() < 0.02
+
+
+def test_kernel_shap_is_efficient(game_and_exact):
+    game, _ = game_and_exact
+    est = E.kernel_shap(game, 200, 1, lambda e, v: None)
+    gap = game.full_value() - game.empty_value()
+    assert abs(float(est.sum()) - gap) < 1e-6
+
+
+def test_quick_bench_runs_in_seconds(tmp_path):
+    from comparisons.bench import main
+
+    assert (
+        main(
+            [
+                "--quick",
+                "--jobs",
+                "1",
+                "--seeds",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "bench.json").read_text())
+    cell = report["evaluations_to_topk"]["cells"][0]
+    assert "default" in cell["rows"] and "plain truncated MC" in cell["rows"]
+    assert (tmp_path / "precision.png").exists()
+    assert "x default" in (tmp_path / "bench.md").read_text()
+    # the markdown can be laid out again from the JSON alone
+    again = tmp_path / "again"
+    assert main(["--render", str(tmp_path / "bench.json"), "--out", str(again)]) == 0
+    assert "Against the issue's targets" in (again / "topk.md").read_text()
+
+
+def test_no_state_is_evaluated_after_truncation_at_one_coalition_per_pass(
+    tiny, tiny_data
+):
+    # the default (perturbations_per_eval=1) checks every state against the
+    # threshold before evaluating the next: a chain costs exactly the states up
+    # to the first one at or below it
+    from captum_neuron_shapley.sampler import ChainSampler, truncation_threshold
+
+    (x, y), _ = tiny_data
+    game = FilterShapley(tiny, [tiny.conv1, tiny.conv2]).game(x, target=y)
+    n = game.n_units
+    thr = truncation_threshold(0.5, game.full_value(), game.empty_value())
+    smp = ChainSampler(game, torch.Generator().manual_seed(0), thr, strata=4)
+    active = torch.ones(n, dtype=torch.bool)
+    cut = 0
+    for _ in range(8):
+        perms = smp._draw_set(4)
+        cost = 0
+        for perm in perms:
+            rank = torch.empty(n, dtype=torch.long)
+            rank[perm] = torch.arange(n)
+            values = game.value(
+                rank.unsqueeze(0) >= torch.arange(1, n + 1).unsqueeze(1)
+            )
+            below = (values <= thr).nonzero()
+            cost += int(below[0]) + 1 if below.numel() else n
+            cut += int(below.numel() > 0 and int(below[0]) + 1 < n)
+        before = game.n_evaluations
+        smp.walk(perms, active)
+        assert game.n_evaluations - before == cost
+    assert cut > 0  # some chains were truncated before their last state
