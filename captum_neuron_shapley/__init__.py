@@ -2,6 +2,7 @@ r"""Neuron Shapley for Captum: the neurons and filters responsible for a model's
 behaviour, by their Shapley values for a dataset-level metric."""
 
 from .attr import FilterShapley, NeuronShapley
+from .bounds import AnytimeBound, Bound, FixedBound, PaperBound, StrictBound
 from .metrics import (
     Accuracy,
     accuracy,
@@ -10,7 +11,20 @@ from .metrics import (
     NegativeCrossEntropy,
     SubgroupAccuracy,
 )
+from .msr import MSRSampler
+from .refine import GreedyRefine
 from .result import ShapleyResult
+from .sampler import PermutationSampler, Sampler
+from .stopping import (
+    Callback,
+    Checkpoint,
+    HalfWidth,
+    MaxEvaluations,
+    MaxPermutations,
+    MaxTime,
+    StoppingRule,
+    TopKSeparated,
+)
 
 __version__ = "0.1.0"
 
@@ -24,6 +38,23 @@ __all__ = [
     "MeanOutput",
     "NegativeCrossEntropy",
     "SubgroupAccuracy",
+    "Sampler",
+    "PermutationSampler",
+    "MSRSampler",
+    "StoppingRule",
+    "TopKSeparated",
+    "HalfWidth",
+    "MaxEvaluations",
+    "MaxPermutations",
+    "MaxTime",
+    "Callback",
+    "Checkpoint",
+    "Bound",
+    "AnytimeBound",
+    "FixedBound",
+    "StrictBound",
+    "PaperBound",
+    "GreedyRefine",
 ]
 
 from .ablation import ablated, removal_curves  # noqa: E402

@@ -135,8 +135,8 @@ def mean_baselines(
         >>> fs.attribute(x_val[y_val == 3], target=y_val[y_val == 3],
         ...              layer_baselines=base)
     """
-    game = FilterShapley(model, layers).game(
-        inputs, metric=_zero_metric, internal_batch_size=batch_size
+    game = FilterShapley(model, layers, internal_batch_size=batch_size).game(
+        inputs, metric=_zero_metric
     )
     return tuple(_baseline(u.baseline) for u in game.units)
 
@@ -152,12 +152,15 @@ def _estimate(
     kw = dict(kw)
     kw.setdefault("seed", 0)
     kw.pop("return_result", None)
-    return FilterShapley(model, layers).attribute(
+    execution = {k: kw.pop(k) for k in _EXECUTION_KEYS if k in kw}
+    return FilterShapley(model, layers, **execution).attribute(
         inputs, target=target, metric=metric, return_result=True, **kw
     )
 
 
-_GAME_KEYS = ("layer_baselines", "perturbations_per_eval", "internal_batch_size")
+_GAME_KEYS = ("layer_baselines", "perturbations_per_eval")
+#: ``attribute`` keywords of the applications that configure the classes.
+_EXECUTION_KEYS = ("internal_batch_size", "cache_activations")
 
 
 def _refine(
@@ -174,7 +177,8 @@ def _refine(
 ) -> Tuple[List[int], Tensor, int]:
     r"""The greedy set search on the game ``attribute`` estimated (same data,
     metric and removal baselines): ``(units, curve, evaluations)``."""
-    game = FilterShapley(model, layers).game(
+    execution = {k: kw[k] for k in _EXECUTION_KEYS if k in kw}
+    game = FilterShapley(model, layers, **execution).game(
         inputs,
         target=target,
         metric=metric,

@@ -1,15 +1,18 @@
-r"""Captum attribution classes: :class:`NeuronShapley` and :class:`FilterShapley`."""
+r"""Captum attribution classes: :class:`NeuronShapley` and :class:`FilterShapley`.
+
+They format inputs and outputs the Captum way and delegate the work to small
+parts: the game (:mod:`.game`), the sampler (:mod:`.sampler`), the running
+statistics (:mod:`.statistics`), the stopping rule and bounds (:mod:`.stopping`,
+:mod:`.bounds`), the estimator loop (:mod:`.estimator`), the removal-set search
+(:mod:`.refine`) and the result (:mod:`.result`)."""
 
 from __future__ import annotations
 
 import time
-import warnings
 from typing import (
     Any,
     Callable,
     cast,
-    Dict,
-    Iterator,
     List,
     Literal,
     Optional,
@@ -25,41 +28,26 @@ from captum.log import log_usage
 from torch import nn, Tensor
 from torch.utils.data import DataLoader
 
-from ._inputs import (
-    check_not_scripted,
-    check_positive_int,
-    format_eval_data,
-    layer_names,
+from ._attr_utils import (
+    accepts_moved_keywords,
+    build_game,
+    compose_stop,
+    estimate,
+    flat_attributions,
+    in_layer_dtype,
+    layer_units,
+    unit_values,
 )
-from .bandit import BoundConfig, TopKRule
-from .distributed import Collective, rank_seed
-from .estimator import Budget, fingerprint, TMABEstimator
-from .game import (
-    LayerEval,
-    model_guard,
-    module_of,
-    reference_pass,
-    subset_args,
-    UnitGame,
-)
-from .metrics import default_metric, MeanOutput, metric_bounds
-from .prefix import trace_prefix
-from .refine import greedy_removal
-from .removal import (
-    filter_groups,
-    LayerUnits,
-    neuron_groups,
-    per_tensor,
-    resolve_baseline,
-)
-from .result import LayerLayout, ShapleyResult
-from .sampler import make_sampler, resolve_strata, SAMPLERS, truncation_threshold
+from ._inputs import check_not_scripted, check_positive_int, layer_names
+from .bounds import Bound
+from .game import LayerEval, model_guard, module_of, UnitGame
+from .refine import GreedyRefine, make_refine
+from .removal import LayerUnits
+from .result import ShapleyResult
+from .sampler import make_sampler, Sampler
+from .stopping import StoppingRule
 
 __all__ = ["NeuronShapley", "FilterShapley"]
-
-PAPER_PATIENCE = 6
-#: Default ``epsilon``: this fraction of ``|V(all) - V(none)|``.
-DEFAULT_EPSILON = 0.01
 
 Baseline = Union[None, str, float, int, Tensor]
 #: ``layer_baselines``: one entry for every tensor, or a tuple (see ``attribute``).
@@ -70,6 +58,11 @@ LayerMasks = Union[None, Tensor, Tuple[Any, ...]]
 LayerAttributions = Union[
     Tensor, Tuple[Tensor, ...], Tuple[Union[Tensor, Tuple[Tensor, ...]], ...]
 ]
+Inputs = Union[Tensor, Tuple[Tensor, ...], DataLoader]
+MetricFn = Optional[Callable[[Tensor, Any], float]]
+Refine = Union[None, str, GreedyRefine]
+Stop = Union[None, StoppingRule, Bound]
+SamplerSpec = Union[None, str, Sampler]
 
 
 class NeuronShapley(LayerAttribution, PerturbationAttribution):
@@ -115,6 +108,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         forward_func: Callable[..., Tensor],
         layer: Union[nn.Module, Sequence[nn.Module]],
         device_ids: Optional[List[int]] = None,
+        *,
+        internal_batch_size: Optional[int] = None,
+        cache_activations: bool = True,
     ) -> None:
         r"""
         Args:
@@ -138,6 +134,16 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         DataParallel model itself (or otherwise has a
                         ``device_ids`` attribute with the device ID list), then it
                         is not necessary to provide this argument.
+            internal_batch_size (int, optional): Examples per forward pass (times
+                        the coalitions evaluated together), as Captum's
+                        ``internal_batch_size``. Default: None (all the examples
+                        a coalition is evaluated on)
+            cache_activations (bool, optional): Compute the part of the model
+                        that runs before the first ablated layer once and replay
+                        it for every coalition (see
+                        :mod:`captum_neuron_shapley.prefix`). Costs the memory of
+                        those activations for the evaluation inputs. Not used
+                        with a DataParallel model. Default: True
         """
         layers = cast(
             List[nn.Module],
@@ -158,6 +164,17 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         self._layers: List[nn.Module] = layers
         self._single: bool = not isinstance(layer, (list, tuple))
         self._model: Optional[nn.Module] = model
+        self.internal_batch_size = internal_batch_size
+        self.cache_activations = cache_activations
+        self._check_execution()
+
+    def _check_execution(self) -> None:
+        check_positive_int("internal_batch_size", self.internal_batch_size)
+        if not isinstance(self.cache_activations, bool):
+            raise ValueError(
+                "`cache_activations` must be a bool, got "
+                f"{type(self.cache_activations).__name__}"
+            )
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -169,7 +186,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
     @overload
     def attribute(
         self,
-        inputs: Union[Tensor, Tuple[Tensor, ...], DataLoader],
+        inputs: Inputs,
         layer_baselines: LayerBaselines = None,
         target: Any = None,
         additional_forward_args: Any = None,
@@ -177,40 +194,26 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         attribute_to_layer_input: bool = False,
         perturbations_per_eval: int = 1,
         *,
-        metric: Optional[Callable[[Tensor, Any], float]] = None,
+        metric: MetricFn = None,
         truncation: Union[None, str, float] = "auto",
         top_k: Optional[int] = None,
-        refine: Optional[str] = None,
-        refine_pool: Optional[int] = None,
-        refine_beam: int = 1,
         epsilon: Optional[float] = None,
+        refine: Refine = None,
         max_evaluations: Optional[int] = None,
         max_permutations: Optional[int] = None,
         max_time: Optional[float] = None,
-        bound: str = "anytime",
-        delta: Optional[float] = None,
-        min_samples: Optional[int] = None,
-        subset_size: Optional[int] = None,
-        antithetic: bool = False,
-        strata: Optional[int] = None,
-        chains_per_round: int = 1,
-        sampler: str = "chains",
-        internal_batch_size: Optional[int] = None,
-        cache_activations: bool = True,
+        sampler: SamplerSpec = None,
+        stop: Stop = None,
         seed: Optional[int] = None,
-        checkpoint: Optional[str] = None,
-        checkpoint_interval: float = 60.0,
         show_progress: bool = False,
-        callback: Optional[Callable[[TMABEstimator], Optional[bool]]] = None,
         return_convergence_delta: Literal[False] = False,
         return_result: Literal[False] = False,
-        batch_size: Optional[int] = None,
     ) -> LayerAttributions: ...
 
     @overload
     def attribute(
         self,
-        inputs: Union[Tensor, Tuple[Tensor, ...], DataLoader],
+        inputs: Inputs,
         layer_baselines: LayerBaselines = None,
         target: Any = None,
         additional_forward_args: Any = None,
@@ -218,40 +221,26 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         attribute_to_layer_input: bool = False,
         perturbations_per_eval: int = 1,
         *,
-        metric: Optional[Callable[[Tensor, Any], float]] = None,
+        metric: MetricFn = None,
         truncation: Union[None, str, float] = "auto",
         top_k: Optional[int] = None,
-        refine: Optional[str] = None,
-        refine_pool: Optional[int] = None,
-        refine_beam: int = 1,
         epsilon: Optional[float] = None,
+        refine: Refine = None,
         max_evaluations: Optional[int] = None,
         max_permutations: Optional[int] = None,
         max_time: Optional[float] = None,
-        bound: str = "anytime",
-        delta: Optional[float] = None,
-        min_samples: Optional[int] = None,
-        subset_size: Optional[int] = None,
-        antithetic: bool = False,
-        strata: Optional[int] = None,
-        chains_per_round: int = 1,
-        sampler: str = "chains",
-        internal_batch_size: Optional[int] = None,
-        cache_activations: bool = True,
+        sampler: SamplerSpec = None,
+        stop: Stop = None,
         seed: Optional[int] = None,
-        checkpoint: Optional[str] = None,
-        checkpoint_interval: float = 60.0,
         show_progress: bool = False,
-        callback: Optional[Callable[[TMABEstimator], Optional[bool]]] = None,
         return_convergence_delta: Literal[True],
         return_result: Literal[False] = False,
-        batch_size: Optional[int] = None,
     ) -> Tuple[LayerAttributions, Tensor]: ...
 
     @overload
     def attribute(
         self,
-        inputs: Union[Tensor, Tuple[Tensor, ...], DataLoader],
+        inputs: Inputs,
         layer_baselines: LayerBaselines = None,
         target: Any = None,
         additional_forward_args: Any = None,
@@ -259,40 +248,27 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         attribute_to_layer_input: bool = False,
         perturbations_per_eval: int = 1,
         *,
-        metric: Optional[Callable[[Tensor, Any], float]] = None,
+        metric: MetricFn = None,
         truncation: Union[None, str, float] = "auto",
         top_k: Optional[int] = None,
-        refine: Optional[str] = None,
-        refine_pool: Optional[int] = None,
-        refine_beam: int = 1,
         epsilon: Optional[float] = None,
+        refine: Refine = None,
         max_evaluations: Optional[int] = None,
         max_permutations: Optional[int] = None,
         max_time: Optional[float] = None,
-        bound: str = "anytime",
-        delta: Optional[float] = None,
-        min_samples: Optional[int] = None,
-        subset_size: Optional[int] = None,
-        antithetic: bool = False,
-        strata: Optional[int] = None,
-        chains_per_round: int = 1,
-        sampler: str = "chains",
-        internal_batch_size: Optional[int] = None,
-        cache_activations: bool = True,
+        sampler: SamplerSpec = None,
+        stop: Stop = None,
         seed: Optional[int] = None,
-        checkpoint: Optional[str] = None,
-        checkpoint_interval: float = 60.0,
         show_progress: bool = False,
-        callback: Optional[Callable[[TMABEstimator], Optional[bool]]] = None,
         return_convergence_delta: bool = False,
         return_result: Literal[True],
-        batch_size: Optional[int] = None,
     ) -> ShapleyResult: ...
 
+    @accepts_moved_keywords
     @log_usage()
     def attribute(
         self,
-        inputs: Union[Tensor, Tuple[Tensor, ...], DataLoader],
+        inputs: Inputs,
         layer_baselines: LayerBaselines = None,
         target: Any = None,
         additional_forward_args: Any = None,
@@ -300,34 +276,20 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         attribute_to_layer_input: bool = False,
         perturbations_per_eval: int = 1,
         *,
-        metric: Optional[Callable[[Tensor, Any], float]] = None,
+        metric: MetricFn = None,
         truncation: Union[None, str, float] = "auto",
         top_k: Optional[int] = None,
-        refine: Optional[str] = None,
-        refine_pool: Optional[int] = None,
-        refine_beam: int = 1,
         epsilon: Optional[float] = None,
+        refine: Refine = None,
         max_evaluations: Optional[int] = None,
         max_permutations: Optional[int] = None,
         max_time: Optional[float] = None,
-        bound: str = "anytime",
-        delta: Optional[float] = None,
-        min_samples: Optional[int] = None,
-        subset_size: Optional[int] = None,
-        antithetic: bool = False,
-        strata: Optional[int] = None,
-        chains_per_round: int = 1,
-        sampler: str = "chains",
-        internal_batch_size: Optional[int] = None,
-        cache_activations: bool = True,
+        sampler: SamplerSpec = None,
+        stop: Stop = None,
         seed: Optional[int] = None,
-        checkpoint: Optional[str] = None,
-        checkpoint_interval: float = 60.0,
         show_progress: bool = False,
-        callback: Optional[Callable[[TMABEstimator], Optional[bool]]] = None,
         return_convergence_delta: bool = False,
         return_result: bool = False,
-        batch_size: Optional[int] = None,
     ) -> Union[LayerAttributions, Tuple[LayerAttributions, Tensor], ShapleyResult]:
         r"""
         Args:
@@ -372,12 +334,12 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         (any object). Per-example targets (a tensor with one
                         entry per example, a list with one entry per example, a
                         tuple of such tensors) follow the examples when
-                        ``subset_size`` samples them.
+                        a sampler evaluates a chain on a batch of them.
                         Default: None
             additional_forward_args (Any, optional): Arguments passed to the
                         model after the inputs, as in Captum. A tensor argument
                         must have one entry per example along dimension 0; it
-                        follows the examples (``subset_size``,
+                        follows the examples (per-chain batches,
                         ``internal_batch_size``) and is repeated for the
                         coalitions evaluated together. Other arguments are passed
                         as they are. With a DataLoader, a tensor argument covers
@@ -410,35 +372,32 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         V(none))``, i.e. 5% of the way from the fully ablated
                         model to the intact one, or no truncation when removing
                         every unit does not lower the metric. ``None`` disables
-                        truncation (unbiased; efficiency holds).
-                        Default: ``"auto"``
+                        truncation (unbiased; efficiency holds). Samplers that do
+                        not walk chains ignore it. Default: ``"auto"``
             top_k (int, optional): Stop once the ``top_k`` most valuable units
-                        are separated from the rest (up to ``epsilon``). None:
-                        estimate every unit until each half-width is at most
-                        ``epsilon`` or a budget ends. Default: None
-            refine (str, optional): ``"greedy"``: after sampling, answer the set
+                        are separated from the rest, up to ``epsilon``
+                        (:class:`~captum_neuron_shapley.stopping.TopKSeparated`).
+                        None: estimate every unit until each half-width is at
+                        most ``epsilon``
+                        (:class:`~captum_neuron_shapley.stopping.HalfWidth`) or a
+                        budget ends. Default: None
+            epsilon (float, optional): Tolerance of that rule, in units of the
+                        metric. The result's ``boundary_crowding()`` tells how
+                        many units lie within ``epsilon`` of the top-k boundary.
+                        Default: ``0.01 * |V(all) - V(none)|``, one percent of
+                        what removing every unit changes (0.01 if that is 0)
+            refine (str or GreedyRefine, optional): ``"greedy"`` (or a
+                        :class:`~captum_neuron_shapley.refine.GreedyRefine` with
+                        its pool and beam): after sampling, answer the set
                         question "which ``top_k`` units hurt the metric most when
                         removed together" by a greedy search on the same game
-                        (same metric, data and baselines) over the
-                        ``refine_pool`` highest-valued units; the result's
-                        ``removal_set`` and ``removal_curve`` hold the answer
-                        (see :mod:`captum_neuron_shapley.refine`). Needs
-                        ``top_k``; costs about ``top_k * refine_pool``
-                        evaluations, counted in ``n_evaluations`` (with
-                        ``torch.distributed``, every rank runs the same search;
-                        it is counted once).
+                        (same metric, data and baselines) over the highest-valued
+                        units; the result's ``removal_set`` and ``removal_curve``
+                        hold the answer. Needs ``top_k``; costs about ``top_k``
+                        times the pool (``6 * top_k``) in evaluations, counted in
+                        ``n_evaluations`` (with ``torch.distributed``, every rank
+                        runs the same search; it is counted once).
                         Default: None (values only)
-            refine_pool (int, optional): Candidates of the greedy search: the
-                        ``refine_pool`` highest-valued units.
-                        Default: ``min(n_units, 6 * top_k)``
-            refine_beam (int, optional): Partial sets the search keeps at each
-                        step (1: plain greedy). Default: 1
-            epsilon (float, optional): Tolerance of the stopping rule, in units
-                        of the metric. The result's ``boundary_crowding()`` tells
-                        how many units lie within ``epsilon`` of the top-k
-                        boundary. Default: ``0.01 * |V(all) - V(none)|``, one
-                        percent of what removing every unit changes (0.01 if
-                        that is 0)
             max_evaluations (int, optional): Budget in coalitions evaluated.
                         Default: None
             max_permutations (int, optional): Budget in permutation chains.
@@ -447,88 +406,39 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         setup; checked between forward passes (chains it cuts
                         short are dropped). A ``refine`` search runs after it.
                         Default: None
-            bound (str, optional): ``"anytime"``: an asymptotic confidence
-                        sequence with a union bound over units, valid at the
-                        bandit's own stopping time although it looks after every
-                        round (see
-                        :class:`~captum_neuron_shapley.bandit.BoundConfig`);
-                        ``"fixed"``: the normal quantile of a fixed sample size
-                        (narrower by about a fifth and faster to stop, but its
-                        intervals at the stopping time miss more often than
-                        ``delta``); ``"strict"``: empirical Bernstein with the
-                        true range of a marginal and a union bound over units
-                        (valid at every fixed sample size without asymptotics,
-                        and far more conservative: expect thousands of chains on
-                        a network with a hundred units); ``"paper"``: the
-                        original code (empirical Bernstein with range 1,
-                        ``delta=0.2`` per unit, and truncation only after 6
-                        consecutive states below the threshold).
-                        Default: ``"anytime"``
-            delta (float, optional): Failure probability of the intervals.
-                        Default: 0.05 (0.2 in paper mode)
-            min_samples (int, optional): Samples a unit needs before it can leave
-                        the active set. Default: for ``"anytime"`` and
-                        ``"fixed"``, 20 chains' worth, i.e. 20 samples, 10
-                        antithetic pairs or ``ceil(20 / strata)`` cycles, at
-                        least 5 (with ``sampler="msr"``: 32 coalitions); 2
-                        otherwise
-            subset_size (int, optional): Evaluate each chain on this many
-                        examples drawn at random (the same ones along the whole
-                        chain). Default: None (all examples)
-            antithetic (bool, optional): Pair each chain with its reversed order
-                        (the pair's mean marginal is one sample). Default: False
-            strata (int, optional): Draw chains in cycles of ``strata`` cyclic
-                        shifts of one random removal order, so that over a cycle
-                        each unit is removed once in every band of
-                        ``n_units / strata`` positions; the cycle's mean marginal
-                        is one sample. Unbiased (each chain is a uniformly random
-                        order) and stratified by position, which removes the
-                        variance between early, middle and truncated positions.
-                        ``1``: independent chains. Default: ``4`` (or the number
-                        of units, if fewer); ``1`` with ``antithetic``, which it
-                        excludes, and with ``bound="paper"``
-            chains_per_round (int, optional): Sets of chains (a cycle of
-                        ``strata`` chains, an antithetic pair or one chain)
-                        walked together, their states sharing forward passes
-                        (useful on GPUs with a large ``perturbations_per_eval``;
-                        unbiased, as every set is drawn independently).
-                        Default: 1
-            sampler (str, optional): How marginal contributions are sampled:
-                        ``"chains"`` (truncated permutation chains, stratified by
-                        position, the bandit restricting them to the undecided
-                        units) or ``"msr"`` (maximum sample reuse: random
-                        coalitions stratified by size, each giving a
-                        regression-adjusted sample of *every* unit's Shapley
-                        value; untruncated, so ``truncation``, ``strata``,
-                        ``antithetic`` and ``subset_size`` do not apply, and
-                        ``max_permutations`` counts coalitions; it wins where
-                        units are many, their values small and close and their
-                        marginals noisy, as on the benchmark's 128-neuron MLP; see
-                        :class:`~captum_neuron_shapley.sampler.CoalitionSampler`).
-                        Default: ``"chains"``
-            internal_batch_size (int, optional): Examples per forward pass (times
-                        the coalitions evaluated together), as Captum's
-                        ``internal_batch_size``. Default: None (all examples)
-            cache_activations (bool, optional): Compute the part of the model
-                        that runs before the first ablated layer once and replay
-                        it for every coalition (see
-                        :mod:`captum_neuron_shapley.prefix`). Costs the memory of
-                        those activations for all ``inputs``. Not used with a
-                        DataParallel model. Default: True
+            sampler (str or Sampler, optional): How marginal contributions
+                        are sampled: ``"chains"`` or a
+                        :class:`~captum_neuron_shapley.sampler.PermutationSampler`
+                        (truncated permutation chains stratified by position, the
+                        stopping rule restricting them to undecided units; its
+                        arguments set strata, antithetic pairs, per-chain batches
+                        of examples and chains walked together), or ``"msr"`` or
+                        an :class:`~captum_neuron_shapley.msr.MSRSampler`
+                        (maximum sample reuse: random coalitions stratified by
+                        size, each giving a regression-adjusted sample of every
+                        unit's untruncated value; it wins where units are many,
+                        their values small and close and their marginals noisy).
+                        Default: ``PermutationSampler()``
+            stop (StoppingRule or Bound, optional): More stopping rules, combined
+                        with the ones above by ``|``: for example
+                        ``MaxTime(600) | Checkpoint("run.pt")`` (resume from and
+                        save to a file) or ``Callback(fn)`` (called after every
+                        round; True stops), or an interval rule of its own
+                        (``TopKSeparated(10, bound=StrictBound())``). A
+                        :class:`~captum_neuron_shapley.bounds.Bound` alone sets
+                        the confidence bound of the ``top_k``/``epsilon`` rule:
+                        ``AnytimeBound()`` (the default; its intervals hold for
+                        all units at once at the bandit's stopping time),
+                        ``FixedBound()``, ``StrictBound()`` or ``PaperBound()``
+                        (the original code's settings). See
+                        :mod:`captum_neuron_shapley.stopping`. Default: None
             seed (int, optional): Seed of a private generator; the same seed
                         gives the same result, and the global RNG state is never
                         touched. Default: None (a fresh seed)
-            checkpoint (str, optional): File to save the estimator's state to
-                        (atomically, every ``checkpoint_interval`` seconds and at
-                        the end) and to resume from if it exists. Default: None
-            checkpoint_interval (float, optional): Seconds between checkpoint
-                        saves. Default: 60.0
-            show_progress (bool, optional): Show a progress bar over permutation
-                        chains (Captum's progress helper). Default: False
-            callback (Callable, optional): Called after every round with the
-                        :class:`~captum_neuron_shapley.estimator.TMABEstimator`
-                        (its ``stats.mean``, ``n_evaluations``...); returning True
-                        stops the run. Default: None
+            show_progress (bool, optional): Show a progress bar (Captum's
+                        helper) over the binding budget: seconds with
+                        ``max_time``, else evaluations with ``max_evaluations``,
+                        else the units decided so far. Default: False
             return_convergence_delta (bool, optional): Also return the efficiency
                         gap ``V(all) - V(none) - sum(values)`` (see
                         :meth:`compute_convergence_delta`). Default: False
@@ -536,8 +446,6 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         instead of tensors (float64 values, standard errors,
                         intervals, counts; its ``convergence_delta`` holds the
                         efficiency gap). Default: False
-            batch_size (int, optional): Deprecated name of
-                        ``internal_batch_size`` (a ``DeprecationWarning``).
 
         Returns:
             *Tensor* or *tuple[Tensor, ...]* of **attributions**, or a
@@ -567,41 +475,20 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             >>> res.top_units(5)  # (layer name, unit id, value)
         """
         started = time.monotonic()
-        internal_batch_size = _renamed_batch_size(internal_batch_size, batch_size)
-        check_positive_int("top_k", top_k)
-        check_positive_int("subset_size", subset_size)
-        check_positive_int("chains_per_round", chains_per_round, False)
-        if sampler not in SAMPLERS:
-            raise ValueError(
-                f"`sampler` must be one of {', '.join(map(repr, SAMPLERS))}, "
-                f"got {sampler!r}"
-            )
-        check_positive_int("strata", strata)
-        check_positive_int("refine_pool", refine_pool)
-        check_positive_int("refine_beam", refine_beam, False)
-        if epsilon is not None and not (
-            isinstance(epsilon, (int, float))
-            and not isinstance(epsilon, bool)
-            and epsilon >= 0
+        refiner = make_refine(refine)
+        sampler_cfg = make_sampler(sampler)
+        rule, top_k = compose_stop(
+            stop, top_k, epsilon, max_evaluations, max_permutations, max_time
+        )
+        if refiner is not None:
+            refiner.check(top_k)
+        for name, flag in (
+            ("show_progress", show_progress),
+            ("return_convergence_delta", return_convergence_delta),
+            ("return_result", return_result),
         ):
-            raise ValueError(
-                f"`epsilon` must be a non-negative number or None, got {epsilon!r}"
-            )
-        if refine not in (None, "greedy"):
-            raise ValueError(f"`refine` must be None or 'greedy', got {refine!r}")
-        if refine is not None and top_k is None:
-            raise ValueError(
-                "`refine` needs `top_k`: the size of the removal set to search for"
-            )
-        if refine_pool is not None and top_k is not None and refine_pool < top_k:
-            raise ValueError(
-                f"`refine_pool` must be at least `top_k` ({top_k}), got {refine_pool}"
-            )
-        budget = Budget(max_evaluations, max_permutations, max_time)
-        bounds_cfg = BoundConfig(bound, delta, min_samples)
-        generator = torch.Generator()
-        base_seed = int(seed) if seed is not None else _fresh_seed()
-        generator.manual_seed(rank_seed(base_seed, Collective().rank))
+            if not isinstance(flag, bool):
+                raise ValueError(f"`{name}` must be a bool, got {flag!r}")
         with model_guard(self.forward_func):
             game = self.game(
                 inputs,
@@ -612,92 +499,41 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 attribute_to_layer_input,
                 perturbations_per_eval,
                 metric=metric,
-                internal_batch_size=internal_batch_size,
-                cache_activations=cache_activations,
             )
-            if top_k is not None and top_k >= game.n_units:
-                raise ValueError(
-                    f"`top_k` must be smaller than the number of units "
-                    f"({game.n_units}), got {top_k}"
-                )
-            # paper mode keeps the original code's independent chains
-            strata = resolve_strata(
-                strata, antithetic, bound == "paper" or sampler == "msr", game.n_units
-            )
-            v_all, v_none = game.full_value(), game.empty_value()
-            threshold = truncation_threshold(truncation, v_all, v_none)
-            if epsilon is None:
-                epsilon = DEFAULT_EPSILON * (abs(v_all - v_none) or 1.0)
-            smp = make_sampler(
-                sampler,
+            names = {id(m): n for m, n in zip(self._layers, self._names)}
+            result = estimate(
                 game,
-                generator,
-                threshold,
-                PAPER_PATIENCE if bound == "paper" else 1,
-                subset_size,
-                antithetic,
-                chains_per_round,
-                strata,
-                bounds_cfg,
-                min_samples is None,
-            )
-            threshold = smp.truncation  # None for sampler="msr"
-            estimator = TMABEstimator(
-                smp,
-                TopKRule(top_k, float(epsilon)),
-                bounds_cfg,
-                budget,
-                _marginal_range(game.metric),
-                checkpoint,
-                checkpoint_interval,
-                fingerprint(smp, seed, top_k, epsilon, bounds_cfg),
+                sampler_cfg,
+                rule,
+                top_k,
+                refiner,
+                truncation,
+                seed,
                 show_progress,
-                callback,
-                time.monotonic() - started,
-            ).run()
-            removal: Optional[Tuple[List[int], Tensor, int]] = None
-            if refine == "greedy":
-                assert top_k is not None
-                before = game.n_evaluations
-                order = torch.argsort(estimator.stats.mean, descending=True)
-                units, curve = greedy_removal(
-                    game,
-                    order.tolist(),
-                    top_k,
-                    refine_pool,
-                    refine_beam,
-                    show_progress and Collective().rank == 0,
-                )
-                removal = (units, curve, game.n_evaluations - before)
-        result = self._result(
-            estimator, game.units, v_all, v_none, threshold, top_k, bounds_cfg.mode
-        )
-        result.epsilon = float(epsilon)
-        if removal is not None:
-            result.removal_set, result.removal_curve = removal[0], removal[1]
-            result.refine_evaluations = removal[2]
-            result.n_evaluations += removal[2]
+                started,
+                (names, self._single),
+            )
         if return_result:
             return result
-        values = _in_layer_dtype(result.values, iter([u.dtype for u in game.units]))
+        values = in_layer_dtype(result.values, iter([u.dtype for u in game.units]))
         if return_convergence_delta:
             gap = torch.tensor(result.convergence_delta, dtype=torch.float64)
             return values, gap
         return values
 
+    @accepts_moved_keywords
     @log_usage()
     def compute_convergence_delta(
         self,
         attributions: LayerAttributions,
-        inputs: Union[Tensor, Tuple[Tensor, ...], DataLoader],
+        inputs: Inputs,
         layer_baselines: LayerBaselines = None,
         target: Any = None,
         additional_forward_args: Any = None,
         layer_mask: LayerMasks = None,
         attribute_to_layer_input: bool = False,
         *,
-        metric: Optional[Callable[[Tensor, Any], float]] = None,
-        internal_batch_size: Optional[int] = None,
+        metric: MetricFn = None,
     ) -> Tensor:
         r"""Captum's completeness check, for a game: the efficiency gap
         ``V(all) - V(none) - sum(values)``, where ``V(all)`` is the metric of
@@ -717,7 +553,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         mean over its elements (with a ``layer_mask``, all the
                         elements of a unit carry its value).
             inputs, layer_baselines, target, additional_forward_args,
-            layer_mask, attribute_to_layer_input, metric, internal_batch_size:
+            layer_mask, attribute_to_layer_input, metric:
                         As in :meth:`attribute` (they define the game).
 
         Returns:
@@ -738,12 +574,11 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             layer_mask,
             attribute_to_layer_input,
             metric=metric,
-            internal_batch_size=internal_batch_size,
             cache_activations=False,
         )
         total = sum(
-            float(_unit_values(u, a).sum())
-            for u, a in zip(game.units, _flat_attributions(attributions, game.units))
+            float(unit_values(u, a).sum())
+            for u, a in zip(game.units, flat_attributions(attributions, game.units))
         )
         with model_guard(self.forward_func):
             v_all, v_none = game.full_value(), game.empty_value()
@@ -751,7 +586,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
 
     def game(
         self,
-        inputs: Union[Tensor, Tuple[Tensor, ...], DataLoader],
+        inputs: Inputs,
         layer_baselines: LayerBaselines = None,
         target: Any = None,
         additional_forward_args: Any = None,
@@ -759,15 +594,13 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         attribute_to_layer_input: bool = False,
         perturbations_per_eval: int = 1,
         *,
-        metric: Optional[Callable[[Tensor, Any], float]] = None,
-        internal_batch_size: Optional[int] = None,
-        cache_activations: bool = True,
-        batch_size: Optional[int] = None,
+        metric: MetricFn = None,
+        cache_activations: Optional[bool] = None,
     ) -> UnitGame:
         r"""The :class:`UnitGame` that :meth:`attribute` estimates, for exact
         enumeration, other estimators (such as Captum's ``ShapleyValueSampling``
         through a mask wrapper) and removal experiments. Arguments as in
-        :meth:`attribute`.
+        :meth:`attribute`; ``cache_activations`` overrides the constructor's.
 
         Examples::
 
@@ -776,77 +609,18 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             >>> keep[0, 3] = False  # remove filter 3
             >>> game.value(keep)
         """
-        internal_batch_size = _renamed_batch_size(internal_batch_size, batch_size)
-        check_positive_int("perturbations_per_eval", perturbations_per_eval, False)
-        check_positive_int("internal_batch_size", internal_batch_size)
-        if not isinstance(attribute_to_layer_input, bool):
-            raise ValueError(
-                "`attribute_to_layer_input` must be a bool, got "
-                f"{type(attribute_to_layer_input).__name__}"
-            )
-        xs, target, args = format_eval_data(inputs, target, additional_forward_args)
-        n = int(xs[0].shape[0])
-        if metric is None:
-            target, metric = default_metric(target, n, xs[0].device)
-        elif not callable(metric):
-            raise ValueError(f"`metric` must be callable, got {type(metric).__name__}")
-        device_ids = self._device_ids()
-        with model_guard(self.forward_func):
-            skip: List[nn.Module] = []
-            if cache_activations and self._model is not None and not device_ids:
-                skip = trace_prefix(
-                    self._model,
-                    self._layers,
-                    tuple(x[:1] for x in xs),
-                    subset_args(args, slice(0, 1), n),
-                    self.forward_func,
-                )
-            outputs, evals, cached = reference_pass(
-                self.forward_func,
-                self._layers,
-                self._names,
-                xs,
-                args,
-                internal_batch_size,
-                skip,
-                attribute_to_layer_input,
-                device_ids,
-            )
-        if isinstance(metric, MeanOutput) and target is None:
-            if outputs[0].numel() != 1:
-                raise ValueError(
-                    "`target` is required by the default metric when the model "
-                    "returns more than one value per example (outputs of shape "
-                    f"{tuple(outputs.shape[1:])}): pass per-example labels "
-                    "(accuracy), an output index (its mean), or a `metric`"
-                )
-        units = self._units(
-            evals, layer_baselines, layer_mask, attribute_to_layer_input
-        )
-        return UnitGame(
-            self.forward_func,
-            units,
-            xs,
+        return build_game(
+            self,
+            inputs,
+            layer_baselines,
             target,
-            metric,
-            outputs,
+            additional_forward_args,
+            layer_mask,
+            attribute_to_layer_input,
             perturbations_per_eval,
-            internal_batch_size,
-            (skip, cached),
-            args,
-            device_ids,
+            metric,
+            self.cache_activations if cache_activations is None else cache_activations,
         )
-
-    def _device_ids(self) -> Optional[List[int]]:
-        r"""The devices a DataParallel model scatters its batch to (Captum's
-        rule: the constructor's ``device_ids``, else ``forward_func.device_ids``);
-        None when the batch is not split."""
-        ids = self.device_ids
-        if ids is None:
-            ids = getattr(self.forward_func, "device_ids", None)
-        if ids is None and self._model is not None:
-            ids = getattr(self._model, "device_ids", None)
-        return list(ids) if ids else None
 
     def _units(
         self,
@@ -855,92 +629,16 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         layer_mask: Any,
         layer_input: bool,
     ) -> List[LayerUnits]:
-        counts = [len(ev.shapes) for ev in evals]
-        baselines = per_tensor(
-            layer_baselines, counts, self._names, self._single, "layer_baselines"
-        )
-        masks = per_tensor(layer_mask, counts, self._names, self._single, "layer_mask")
-        if self._grouping == "filter" and any(m is not None for m in masks):
-            raise ValueError("`layer_mask` is not supported by FilterShapley")
-        units: List[LayerUnits] = []
-        for layer, name, ev in zip(self._layers, self._names, evals):
-            for j, (shape, mean, dtype) in enumerate(
-                zip(ev.shapes, ev.means, ev.dtypes)
-            ):
-                k = len(units)
-                part = f"{name}[{j}]" if ev.is_tuple else name
-                if self._grouping == "filter":
-                    groups = filter_groups(shape, part)
-                    ids, kind = torch.arange(shape[0]), "filter"
-                else:
-                    groups, ids = neuron_groups(shape, part, masks[k])
-                    kind = "neuron"
-                u = LayerUnits(
-                    layer,
-                    part,
-                    shape,
-                    groups.to(mean.device),
-                    ids,
-                    kind,
-                    None,
-                    j if ev.is_tuple else None,
-                    layer_input,
-                    dtype,
-                )
-                u.baseline = resolve_baseline(u, baselines[k], mean, self._grouping)
-                units.append(u)
-        return units
-
-    def _result(
-        self,
-        est: TMABEstimator,
-        units: List[LayerUnits],
-        v_all: float,
-        v_none: float,
-        threshold: Optional[float],
-        top_k: Optional[int],
-        bound: str,
-    ) -> ShapleyResult:
-        names: Dict[int, str] = {id(m): n for m, n in zip(self._layers, self._names)}
-        layouts = []
-        for u in units:
-            groups = (
-                torch.arange(u.n_units)
-                if u.kind == "filter"
-                else u.groups.expand(u.out_shape).cpu().clone()
-            )
-            assert u.baseline is not None
-            base = u.baseline.detach().cpu().expand(u.out_shape).clone()
-            layouts.append(
-                LayerLayout(
-                    u.name,
-                    u.kind,
-                    groups,
-                    u.unit_ids.cpu(),
-                    list(u.out_shape),
-                    base,
-                    names[id(u.layer)] if u.index is not None else None,
-                    u.index,
-                    u.layer_input,
-                )
-            )
-        return ShapleyResult(
-            flat_values=est.stats.mean.clone(),
-            flat_stderr=est.stats.stderr,
-            flat_radius=est.radius(),
-            counts=est.stats.count.to(torch.long),
-            n_evaluations=est.n_evaluations,
-            n_permutations=est.n_permutations,
-            converged=est.converged,
-            stop_reason=est.stop_reason,
-            top_k=top_k,
-            full_value=v_all,
-            empty_value=v_none,
-            truncation=threshold,
-            bound=bound,
-            layers=layouts,
-            history=est.history_tensor(),
-            single_layer=self._single,
+        r"""The players of every layer tensor (subclasses change the grouping)."""
+        return layer_units(
+            self._layers,
+            self._names,
+            self._single,
+            self._grouping,
+            evals,
+            layer_baselines,
+            layer_mask,
+            layer_input,
         )
 
 
@@ -977,81 +675,3 @@ class FilterShapley(NeuronShapley):
     """
 
     _grouping: str = "filter"
-
-
-def _renamed_batch_size(
-    internal_batch_size: Optional[int], batch_size: Optional[int]
-) -> Optional[int]:
-    if batch_size is None:
-        return internal_batch_size
-    if internal_batch_size is not None:
-        raise ValueError(
-            "pass `internal_batch_size` only (`batch_size` is its deprecated name)"
-        )
-    warnings.warn(
-        "`batch_size` is deprecated; use `internal_batch_size` (Captum's name)",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return batch_size
-
-
-def _in_layer_dtype(values: Any, dtypes: Iterator[Optional[torch.dtype]]) -> Any:
-    r"""The attributions (float64, laid out as ``ShapleyResult.values``) in the
-    dtype of each layer tensor, in layout order (float64 for integer tensors)."""
-    if isinstance(values, Tensor):
-        dtype = next(dtypes)
-        return (
-            values.to(dtype)
-            if dtype is not None and dtype.is_floating_point
-            else values
-        )
-    return tuple(_in_layer_dtype(v, dtypes) for v in values)
-
-
-def _flat_attributions(attributions: Any, units: Sequence[LayerUnits]) -> List[Tensor]:
-    r"""The tensors of ``attributions``, one per layer tensor, checked against
-    the game's units."""
-    flat: List[Tensor] = []
-
-    def walk(a: Any) -> None:
-        if isinstance(a, Tensor):
-            flat.append(a)
-        elif isinstance(a, (tuple, list)):
-            for b in a:
-                walk(b)
-        else:
-            raise ValueError(
-                "`attributions` must be a Tensor or (nested) tuples of Tensors as "
-                f"`attribute` returns, got {type(a).__name__}"
-            )
-
-    walk(attributions)
-    want = [(u.n_units,) if u.kind == "filter" else tuple(u.out_shape) for u in units]
-    got = [tuple(a.shape) for a in flat]
-    if got != want:
-        raise ValueError(
-            f"`attributions` have shapes {got}; the layers' units give {want}"
-        )
-    return flat
-
-
-def _unit_values(u: LayerUnits, attribution: Tensor) -> Tensor:
-    r"""One value per unit: a filter's entry, or the mean over a unit's elements."""
-    a = attribution.detach().to("cpu", torch.float64).reshape(-1)
-    if u.kind == "filter":
-        return a
-    idx = u.groups.expand(u.out_shape).reshape(-1).cpu()
-    sums = torch.zeros(u.n_units, dtype=torch.float64).index_add_(0, idx, a)
-    return sums / torch.bincount(idx, minlength=u.n_units).clamp_min(1)
-
-
-def _marginal_range(metric: Callable) -> Optional[float]:
-    bounds = metric_bounds(metric)
-    return None if bounds is None else 2.0 * (bounds[1] - bounds[0])
-
-
-def _fresh_seed() -> int:
-    import secrets
-
-    return secrets.randbits(62)

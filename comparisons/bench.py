@@ -49,7 +49,7 @@ import captum
 import torch
 from captum.attr import ShapleyValueSampling
 
-from captum_neuron_shapley import FilterShapley
+from captum_neuron_shapley import Callback, FilterShapley, PermutationSampler
 from captum_neuron_shapley.examples import load_digits_splits, trained_digits_cnn
 
 EPS = 0.005  # tolerance of the epsilon-precision on the digits CNN (accuracy units)
@@ -201,26 +201,20 @@ def game_epsilon(ref: Dict[str, torch.Tensor]) -> float:
 T, U = "truncated", "untruncated"
 
 
-def _attribute(bg, rec: Recorder, seed: int, budget: int, estimator=None, **kw):
+def _attribute(bg, rec: Recorder, seed: int, budget: int, sampler=None, **kw):
     r"""``attribute`` with the library's defaults but for ``kw``, recording the
-    running estimate after every round; ``estimator`` (a subclass of the library's
-    bandit loop) replaces ``TMABEstimator`` for this call only."""
-    import captum_neuron_shapley.attr as attr_module
-
+    running estimate after every round; ``sampler`` (a sampler object, such as a
+    :class:`~comparisons.estimators.SelectingSampler`) replaces the default."""
     kw.setdefault("perturbations_per_eval", PPE)
-    original = attr_module.TMABEstimator
-    if estimator is not None:
-        attr_module.TMABEstimator = estimator  # type: ignore[misc]
+    if sampler is not None:
+        kw["sampler"] = sampler
     t = time.perf_counter()
-    try:
-        res = bg.attribute(
-            seed=seed,
-            max_evaluations=budget,
-            callback=lambda e: rec(e.n_evaluations, e.stats.mean),
-            **kw,
-        )
-    finally:
-        attr_module.TMABEstimator = original  # type: ignore[misc]
+    res = bg.attribute(
+        seed=seed,
+        max_evaluations=budget,
+        stop=Callback(lambda e: rec(e.n_evaluations, e.stats.mean)),
+        **kw,
+    )
     return {
         "converged": bool(res.converged),
         "evaluations": int(res.n_evaluations),
@@ -284,8 +278,8 @@ def _prior(bg, rec: Recorder, seed: int, budget: int, k: int, eps: float):
     model = bg.attr.forward_func
     prior = gradient_x_activation(model, bg.attr._layers, bg.x, bg.y).flatten()
     rec.offset = PRIOR_COST
-    cls = selecting(prior_selector(prior, 3 * k))["cls"]
-    return _attribute(bg, rec, seed, budget - PRIOR_COST, cls, top_k=k, epsilon=eps)
+    smp = selecting(prior_selector(prior, 3 * k))
+    return _attribute(bg, rec, seed, budget - PRIOR_COST, smp, top_k=k, epsilon=eps)
 
 
 def estimator_rows() -> Dict[str, Dict[str, Any]]:
@@ -304,14 +298,14 @@ def estimator_rows() -> Dict[str, Dict[str, Any]]:
 
     def select(make):
         return lambda bg, r, s, b, k, eps: _attribute(
-            bg, r, s, b, E.selecting(make(k))["cls"], top_k=k, epsilon=eps
+            bg, r, s, b, E.selecting(make(k)), top_k=k, epsilon=eps
         )
 
     return {
         "default": {"run": default(), "target": T, "per_k": True},
         "plain truncated MC": {
             "run": lambda bg, r, s, b, k=None, eps=None: _attribute(
-                bg, r, s, b, epsilon=0.0, strata=1
+                bg, r, s, b, PermutationSampler(strata=1), epsilon=0.0
             ),
             "target": T,
             "per_k": False,

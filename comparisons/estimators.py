@@ -6,7 +6,7 @@ values)``, so that the benchmark scores all of them the same way.
 Sampling that lets each evaluated coalition inform every unit:
 
 - :func:`msr`: maximum-sample-reuse Monte Carlo, regression-adjusted: the
-  library's :class:`~captum_neuron_shapley.sampler.CoalitionSampler`
+  library's :class:`~captum_neuron_shapley.msr.MSRSampler`
   (``attribute(sampler="msr")``) with the bandit off: random coalitions
   stratified by size, each giving a sample of every unit.
 - :func:`kernel_shap`: kernel SHAP regression (Lundberg & Lee 2017) with paired
@@ -41,14 +41,15 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
-from captum_neuron_shapley.estimator import TMABEstimator
 from captum_neuron_shapley.game import UnitGame
-from captum_neuron_shapley.sampler import CoalitionSampler
+from captum_neuron_shapley.msr import MSRSampler
+from captum_neuron_shapley.sampler import PermutationSampler, Sampler
+from captum_neuron_shapley.stopping import Limits
 from torch import Tensor
 
 __all__ = [
     "msr",
-    "SelectingEstimator",
+    "SelectingSampler",
     "kernel_shap",
     "stratified_svarm",
     "cmcs_greedy",
@@ -71,17 +72,17 @@ def msr(
     game: UnitGame, budget: int, seed: int, record: Record, per_round: int = 8
 ) -> Tensor:
     r"""Maximum-sample-reuse Monte Carlo with the regression-adjusted control of
-    :class:`CoalitionSampler`: the running mean of every unit's samples (one per
+    :class:`MSRSampler`: the running mean of every unit's samples (one per
     evaluated coalition), recorded after every round of ``per_round``
     coalitions."""
-    smp = CoalitionSampler(game, torch.Generator().manual_seed(seed), per_round)
+    smp = MSRSampler(per_round).bind(game, torch.Generator().manual_seed(seed))
     start = game.n_evaluations
     total = torch.zeros(game.n_units, dtype=torch.float64)
     count = 0
     while game.n_evaluations - start < budget:
         samples, m = smp.sample(
             torch.ones(game.n_units, dtype=torch.bool),
-            max_evaluations=start + budget,
+            Limits(max_evaluations=start + budget),
         )
         if m == 0:
             break
@@ -272,28 +273,60 @@ def cmcs_greedy(
 # -- selectors for the library's bandit loop -------------------------------------
 
 
-class SelectingEstimator(TMABEstimator):
-    r"""The library's bandit loop with a ``selector(estimator, active) -> mask``
-    choosing which of the active units the next round samples (None: all). It
-    changes which marginals are drawn, never how they are averaged, nor the
-    stopping rule."""
+class SelectingSampler(Sampler):
+    r"""The library's sampler (default: its permutation chains) with a
+    ``selector(run, active) -> mask`` choosing which of the active units the
+    next round samples (all of them when it chooses none). It changes which
+    marginals are drawn, never how they are averaged, nor the stopping rule.
+    ``run`` is the library's running estimator (its statistics, intervals and
+    bound)."""
 
-    selector: Optional[Callable[[Any, Tensor], Tensor]] = None
+    def __init__(
+        self,
+        selector: Callable[[Any, Tensor], Tensor],
+        inner: Optional[Sampler] = None,
+    ) -> None:
+        self.selector = selector
+        self.inner = PermutationSampler() if inner is None else inner
+        self.name = self.inner.name
 
-    def _round(self, active: Tensor) -> None:
-        if self.selector is not None:
-            chosen = self.selector(self, active) & active
-            active = chosen if bool(chosen.any()) else active
-        super()._round(active)
+    def bind(
+        self,
+        game: UnitGame,
+        generator: torch.Generator,
+        truncation: Optional[float] = None,
+        paper: bool = False,
+    ) -> Sampler:
+        bound = super().bind(game, generator, truncation, paper)
+        assert isinstance(bound, SelectingSampler)
+        bound.inner = self.inner.bind(game, generator, truncation, paper)
+        return bound
+
+    @property
+    def truncation(self) -> Optional[float]:
+        return self.inner.truncation
+
+    @property
+    def min_samples(self) -> int:
+        return self.inner.min_samples
+
+    def settings(self) -> Dict[str, Any]:
+        return {**self.inner.settings(), "selector": repr(self.selector)}
+
+    def state_dict(self) -> Dict[str, Tensor]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: Dict[str, Tensor]) -> None:
+        self.inner.load_state_dict(state)
+
+    def sample(self, active: Tensor, limits: Limits, run: Any = None) -> Any:
+        chosen = self.selector(run, active) & active
+        return self.inner.sample(chosen if bool(chosen.any()) else active, limits, run)
 
 
-def selecting(selector: Callable[[Any, Tensor], Tensor]) -> Dict[str, Any]:
-    r"""A :class:`SelectingEstimator` subclass bound to ``selector``."""
-    return {
-        "cls": type(
-            "Selecting", (SelectingEstimator,), {"selector": staticmethod(selector)}
-        )
-    }
+def selecting(selector: Callable[[Any, Tensor], Tensor]) -> SelectingSampler:
+    r"""The library's default sampler, choosing with ``selector``."""
+    return SelectingSampler(selector)
 
 
 def _bounds(est) -> Tuple[Tensor, Tensor, Tensor]:
@@ -336,7 +369,7 @@ def border_selector(top_k: int, width: Optional[int] = None) -> Callable:
         mean, low, up = _bounds(est)
         top = torch.topk(mean, top_k + 1).values
         boundary = 0.5 * (top[-2] + top[-1])
-        eps = est.rule.epsilon
+        eps = est.epsilon
         reach = torch.minimum(up - (boundary + eps), (boundary - eps) - low)
         reach = torch.where(active, reach, -torch.inf)
         chosen = torch.zeros_like(active)

@@ -88,13 +88,13 @@ def test_no_state_is_evaluated_after_truncation_at_one_coalition_per_pass(
     # the default (perturbations_per_eval=1) checks every state against the
     # threshold before evaluating the next: a chain costs exactly the states up
     # to the first one at or below it
-    from captum_neuron_shapley.sampler import ChainSampler, truncation_threshold
+    from captum_neuron_shapley.sampler import PermutationSampler, truncation_threshold
 
     (x, y), _ = tiny_data
     game = FilterShapley(tiny, [tiny.conv1, tiny.conv2]).game(x, target=y)
     n = game.n_units
     thr = truncation_threshold(0.5, game.full_value(), game.empty_value())
-    smp = ChainSampler(game, torch.Generator().manual_seed(0), thr, strata=4)
+    smp = PermutationSampler(strata=4).bind(game, torch.Generator().manual_seed(0), thr)
     active = torch.ones(n, dtype=torch.bool)
     cut = 0
     for _ in range(8):

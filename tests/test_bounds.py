@@ -6,7 +6,13 @@ import math
 import pytest
 import torch
 
-from captum_neuron_shapley.bandit import anytime_factor, BoundConfig
+from captum_neuron_shapley.bounds import (
+    anytime_factor,
+    AnytimeBound,
+    FixedBound,
+    make_bound,
+    StrictBound,
+)
 from captum_neuron_shapley.statistics import RunningStats
 
 
@@ -54,22 +60,27 @@ def test_modes_order_their_widths():
     g = torch.Generator().manual_seed(1)
     stats = _stats(0.05 * torch.randn(30, 6, generator=g, dtype=torch.float64))
     rad = {
-        m: BoundConfig(m, min_samples=5).radius(stats, value_range=2.0)
-        for m in ("fixed", "anytime", "strict")
+        b.name: b(min_samples=5).radius(stats, value_range=2.0)
+        for b in (FixedBound, AnytimeBound, StrictBound)
     }
     assert (rad["fixed"] < rad["anytime"]).all()
     assert (rad["anytime"] < rad["strict"]).all()
     few = _stats(0.05 * torch.randn(10, 6, generator=g, dtype=torch.float64))
-    assert torch.isinf(BoundConfig("anytime").radius(few, 2.0)).all()  # n < 20
+    # a run resolves min_samples from the sampler (20 chains by default)
+    resolved = AnytimeBound().resolve(20)
+    assert resolved.min_samples == 20 and AnytimeBound().min_samples is None
+    assert torch.isinf(resolved.radius(few, 2.0)).all()  # n < 20
+    assert torch.isfinite(AnytimeBound(min_samples=5).radius(few, 2.0)).all()
 
 
-def test_bound_config_checks_and_deprecated_name():
-    assert BoundConfig().mode == "anytime"
-    with pytest.warns(DeprecationWarning, match="bound='fixed'"):
-        assert BoundConfig("normal").mode == "fixed"
-    with pytest.raises(ValueError, match="`bound` must be one of"):
-        BoundConfig("exact")
+def test_bound_checks_and_deprecated_name():
+    assert isinstance(make_bound(None), AnytimeBound)
+    assert make_bound("anytime").level == 0.05 and make_bound("paper").level == 0.2
+    with pytest.warns(DeprecationWarning, match="'fixed'"):
+        assert isinstance(make_bound("normal"), FixedBound)
+    with pytest.raises(ValueError, match="a bound must be one of"):
+        make_bound("exact")
     with pytest.raises(ValueError, match="`delta` must lie in"):
-        BoundConfig(delta=1.5)
-    with pytest.raises(ValueError, match="`min_samples` must be at least 2"):
-        BoundConfig(min_samples=1)
+        AnytimeBound(delta=1.5)
+    with pytest.raises(ValueError, match="`min_samples` must be an integer of at"):
+        AnytimeBound(min_samples=1)

@@ -14,10 +14,14 @@ from captum.testing.helpers.basic_models import BasicModel_MultiLayer
 
 from captum_neuron_shapley import (
     accuracy,
+    Callback,
     FilterShapley,
+    FixedBound,
     NeuronShapley,
+    PermutationSampler,
     ShapleyResult,
     SubgroupAccuracy,
+    TopKSeparated,
 )
 from captum_neuron_shapley.ablation import metric_after_removal
 from captum_neuron_shapley.metrics import MeanOutput
@@ -90,28 +94,78 @@ def test_captum_positional_order_and_keyword_only_rest():
             "perturbations_per_eval",
         ]
     )
-    rest = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    for name in (
+    rest = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    # the stable keywords, then one way each to pass a sampler and a stopping rule
+    assert rest == [
         "metric",
+        "truncation",
         "top_k",
-        "refine",
-        "refine_pool",
-        "refine_beam",
         "epsilon",
-        "bound",
-        "internal_batch_size",
-        "batch_size",
+        "refine",
+        "max_evaluations",
+        "max_permutations",
+        "max_time",
+        "sampler",
+        "stop",
         "seed",
+        "show_progress",
         "return_convergence_delta",
         "return_result",
-    ):
-        assert name in rest
-    assert len(positional) + len(rest) == len(params)
+    ]
+    assert len(positional) + len(rest) == len(params) <= 22  # self + 21
     # Captum's usage logging wraps the public methods
     assert hasattr(NeuronShapley.attribute, "__wrapped__")
     assert hasattr(NeuronShapley.compute_convergence_delta, "__wrapped__")
-    ctor = list(inspect.signature(NeuronShapley.__init__).parameters)
-    assert ctor == ["self", "forward_func", "layer", "device_ids"]
+    ctor = inspect.signature(NeuronShapley.__init__).parameters
+    assert list(ctor) == [
+        "self",
+        "forward_func",
+        "layer",
+        "device_ids",
+        "internal_batch_size",
+        "cache_activations",
+    ]
+    assert ctor["internal_batch_size"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_moved_keywords_still_work_with_a_warning(mlp):
+    # keywords that moved into objects (or to the constructor) work for one
+    # release: same values as the new form, and a DeprecationWarning naming where
+    # each one went
+    model, x, y = mlp
+    ns = NeuronShapley(model, model.fc1)
+    seen = []
+    new = NeuronShapley(model, model.fc1, internal_batch_size=7).attribute(
+        x,
+        target=y,
+        top_k=2,
+        sampler=PermutationSampler(strata=2, batch_size=20),
+        stop=TopKSeparated(2, bound=FixedBound(delta=0.1)) | Callback(seen.append),
+        max_permutations=12,
+        seed=0,
+        return_result=True,
+    )
+    n_rounds = len(seen)
+    with pytest.warns(DeprecationWarning, match=r"`strata` -> sampler="):
+        old = ns.attribute(
+            x,
+            target=y,
+            top_k=2,
+            strata=2,
+            subset_size=20,
+            bound="fixed",
+            delta=0.1,
+            callback=seen.append,
+            internal_batch_size=7,
+            max_permutations=12,
+            seed=0,
+            return_result=True,
+        )
+    assert torch.equal(old.flat_values, new.flat_values)
+    assert old.bound == new.bound == "fixed" and len(seen) == 2 * n_rounds
+    assert ns.internal_batch_size is None  # restored after the call
+    with pytest.raises(ValueError, match="inside the sampler object"):
+        ns.attribute(x, target=y, strata=2, sampler=PermutationSampler())
 
 
 def test_positional_call_in_captum_order(mlp):
@@ -507,19 +561,20 @@ def test_torchscript_models_are_refused(mlp):
     assert _no_hooks(model)
 
 
-def test_batch_size_is_deprecated(mlp):
+def test_internal_batch_size_in_the_constructor(mlp):
     model, x, y = mlp
     ns = NeuronShapley(model, model.fc1)
     with pytest.warns(DeprecationWarning, match="internal_batch_size"):
         old = ns.attribute(x, target=y, batch_size=7, **BUDGET)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        new = ns.attribute(x, target=y, internal_batch_size=7, **BUDGET)
+        batched = NeuronShapley(model, model.fc1, internal_batch_size=7)
+        new = batched.attribute(x, target=y, **BUDGET)
     assert torch.equal(old, new)
     with pytest.raises(ValueError, match="`internal_batch_size` only"):
         ns.attribute(x, target=y, batch_size=7, internal_batch_size=7)
     with pytest.raises(ValueError, match="`internal_batch_size` must be a positive"):
-        ns.attribute(x, target=y, internal_batch_size=0)
+        NeuronShapley(model, model.fc1, internal_batch_size=0)
 
 
 def test_progress_through_captum_helper(mlp, monkeypatch):

@@ -137,7 +137,7 @@ def test_exact_values_match_enumeration_and_every_truncated_chain(tiny, tiny_dat
     import itertools
 
     from captum_neuron_shapley.exact import exact_values
-    from captum_neuron_shapley.sampler import ChainSampler
+    from captum_neuron_shapley.sampler import PermutationSampler
 
     (x, y), _ = tiny_data
     game = FilterShapley(tiny, [tiny.conv1, tiny.conv2]).game(
@@ -158,7 +158,7 @@ def test_exact_values_match_enumeration_and_every_truncated_chain(tiny, tiny_dat
         def full_value(self, idx=None):
             return self.table[(True,) * 7]
 
-    sampler = ChainSampler(Table(), torch.Generator(), thr)
+    sampler = PermutationSampler(strata=1).bind(Table(), torch.Generator(), thr)
     active = torch.ones(7, dtype=torch.bool)
     total = torch.zeros(7, dtype=torch.float64)
     for perm in itertools.permutations(range(7)):

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from captum_neuron_shapley import FilterShapley, NeuronShapley
+from captum_neuron_shapley import (
+    AnytimeBound,
+    FilterShapley,
+    NeuronShapley,
+    PermutationSampler,
+    TopKSeparated,
+)
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -219,10 +225,24 @@ def test_auto_truncation_falls_back_when_removal_does_not_hurt(mlp_data):
 def test_other_bad_arguments(mlp_data):
     model, x, y = mlp_data
     ns = NeuronShapley(model, model.fc1)
-    with pytest.raises(ValueError, match="`bound`"):
-        ns.attribute(x, target=y, bound="loose")
+    with pytest.raises(ValueError, match="`stop` must be a stopping rule"):
+        ns.attribute(x, target=y, stop="loose")
     with pytest.raises(ValueError, match="`delta`"):
-        ns.attribute(x, target=y, delta=1.5)
+        ns.attribute(x, target=y, stop=AnytimeBound(delta=1.5))
+    with pytest.raises(ValueError, match="`sampler` must be 'chains', 'msr' or"):
+        ns.attribute(x, target=y, sampler="gibbs")
+    with pytest.raises(ValueError, match="`refine` must be None, 'greedy' or"):
+        ns.attribute(x, target=y, top_k=2, refine="beam")
+    with pytest.raises(ValueError, match=r"`top_k` \(3\) differs from the k"):
+        ns.attribute(x, target=y, top_k=3, stop=TopKSeparated(2))
+    with pytest.raises(ValueError, match="`epsilon` applies to the rule built"):
+        ns.attribute(x, target=y, epsilon=0.1, stop=TopKSeparated(2))
+    with pytest.raises(TypeError, match="combine only with other rules"):
+        TopKSeparated(2) | 5  # type: ignore[operator]
+    with pytest.raises(ValueError, match="`strata` must be at most the number"):
+        ns.attribute(x, target=y, sampler=PermutationSampler(strata=7))
+    with pytest.raises(ValueError, match="`antithetic` and `strata`"):
+        PermutationSampler(strata=2, antithetic=True)
     with pytest.raises(ValueError, match="`perturbations_per_eval`"):
         ns.attribute(x, target=y, perturbations_per_eval=0)
     with pytest.raises(ValueError, match="`truncation`"):

@@ -1,12 +1,14 @@
 """sampler='msr' (maximum sample reuse, regression-adjusted): exact enumeration,
 efficiency, seeds, checkpoints and bad input."""
 
+import warnings
+
 import pytest
 import torch
 
 from captum_neuron_shapley import FilterShapley, NegativeCrossEntropy, NeuronShapley
 from captum_neuron_shapley.exact import exact_values
-from captum_neuron_shapley.sampler import CoalitionSampler
+from captum_neuron_shapley.msr import MSRSampler
 from comparisons.games import mlp_data
 
 from .conftest import Z_TOL
@@ -146,14 +148,17 @@ def test_msr_resume_continues_exactly(tiny, tiny_data, tmp_path):
     # a chains checkpoint is not resumed as msr
     other = tmp_path / "chains.pt"
     fs.attribute(x, target=y, max_permutations=4, checkpoint=other, seed=3)
-    with pytest.raises(ValueError, match="different settings"):
+    with pytest.raises(
+        ValueError, match="other settings .*sampler: .chains. in the file, .msr. now"
+    ):
         fs.attribute(x, max_permutations=96, checkpoint=other, **kw)
 
 
 @pytest.mark.parametrize(
     "kw, match",
     [
-        (dict(sampler="kernel"), "`sampler` must be one of"),
+        (dict(sampler="kernel"), "`sampler` must be 'chains', 'msr' or"),
+        # the old flat keywords of the chains (deprecated) are refused with msr
         (dict(sampler="msr", strata=4), "`strata` applies"),
         (dict(sampler="msr", antithetic=True), "`antithetic` applies"),
         (dict(sampler="msr", subset_size=50), "`subset_size` applies"),
@@ -162,8 +167,16 @@ def test_msr_resume_continues_exactly(tiny, tiny_data, tmp_path):
 def test_msr_bad_input(tiny, tiny_data, kw, match):
     (x, y), _ = tiny_data
     fs = FilterShapley(tiny, [tiny.conv1, tiny.conv2])
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         fs.attribute(x, target=y, max_evaluations=20, **kw)
+
+
+def test_msr_sampler_checks_its_settings():
+    with pytest.raises(ValueError, match="`coalitions_per_round` must be a positive"):
+        MSRSampler(coalitions_per_round=0)
+    with pytest.raises(ValueError, match="`uniform_mix` must lie in"):
+        MSRSampler(uniform_mix=2.0)
 
 
 def test_msr_needs_two_units(tiny, tiny_data):
@@ -171,4 +184,4 @@ def test_msr_needs_two_units(tiny, tiny_data):
     game = FilterShapley(tiny, tiny.conv1).game(x, target=y)
     game.n_units = 1
     with pytest.raises(ValueError, match="at least 2 units"):
-        CoalitionSampler(game, torch.Generator())
+        MSRSampler().bind(game, torch.Generator())

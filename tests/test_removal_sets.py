@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from captum_neuron_shapley import ablated, FilterShapley, NeuronShapley
+from captum_neuron_shapley import ablated, FilterShapley, GreedyRefine, NeuronShapley
 from captum_neuron_shapley.ablation import (
     metric_after_removal,
     removal_curve,
@@ -90,7 +90,7 @@ def test_refine_gives_a_removal_set_and_counts_its_evaluations(redundant):
     assert res.refine_evaluations == 4 + 3  # pool of all 4 units, k = 2
     assert res.n_evaluations == plain.n_evaluations + res.refine_evaluations
     assert "removal set (2 units, 7 evaluations)" in repr(res)
-    beam = ns.attribute(x, refine="greedy", refine_beam=4, **kw)
+    beam = ns.attribute(x, refine=GreedyRefine(beam=4), **kw)
     assert sorted(beam.removal_set) == [0, 1]  # the set answer...
     top2 = {i for _, i, _ in beam.top_units(2)}
     assert 2 in top2 and top2 != {0, 1}  # ...is not the top-2 by value
@@ -103,12 +103,12 @@ def test_refine_bad_input(redundant):
     kw = dict(metric=mean_output, max_permutations=2, seed=0)
     with pytest.raises(ValueError, match="`refine` needs `top_k`"):
         ns.attribute(x, refine="greedy", **kw)
-    with pytest.raises(ValueError, match="`refine` must be None or 'greedy'"):
+    with pytest.raises(ValueError, match="`refine` must be None, 'greedy' or a"):
         ns.attribute(x, top_k=2, refine="beam", **kw)
     with pytest.raises(ValueError, match="`refine_pool` must be at least `top_k`"):
-        ns.attribute(x, top_k=2, refine="greedy", refine_pool=1, **kw)
+        ns.attribute(x, top_k=2, refine=GreedyRefine(pool=1), **kw)
     with pytest.raises(ValueError, match="`refine_beam` must be a positive integer"):
-        ns.attribute(x, top_k=2, refine="greedy", refine_beam=0, **kw)
+        GreedyRefine(beam=0)
 
 
 def test_refine_on_a_cnn_starts_with_the_best_single_removal(tiny, tiny_data):

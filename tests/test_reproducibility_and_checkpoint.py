@@ -104,7 +104,7 @@ def test_resume_after_a_crash(tiny, tiny_data, tmp_path):
         checkpoint_interval=0,
     )
     # resuming with another metric is refused: it would mix two games
-    with pytest.raises(ValueError, match="different settings"):
+    with pytest.raises(ValueError, match="other settings .metric: .*flaky"):
         _run(tiny, x, y, max_permutations=16, checkpoint=ckpt)
     assert torch.equal(resumed.flat_values, full.flat_values)
     assert resumed.n_evaluations == full.n_evaluations
@@ -114,8 +114,16 @@ def test_checkpoint_from_other_settings_is_refused(tiny, tiny_data, tmp_path):
     (x, y), _ = tiny_data
     ckpt = tmp_path / "a.pt"
     _run(tiny, x, y, checkpoint=ckpt)
-    with pytest.raises(ValueError, match="checkpoint.*different settings"):
+    # the message names the setting that differs, and only that one
+    with pytest.raises(
+        ValueError, match=r"other settings \(seed: 0 in the file, 7 now\)"
+    ):
         _run(tiny, x, y, checkpoint=ckpt, seed=7)
+    # a saved result is not a checkpoint
+    res = _run(tiny, x, y)
+    res.save(tmp_path / "result.pt")
+    with pytest.raises(ValueError, match="not a checkpoint .*ShapleyResult.load"):
+        _run(tiny, x, y, checkpoint=tmp_path / "result.pt")
     ckpt.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot be read"):
         _run(tiny, x, y, checkpoint=ckpt)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from captum_neuron_shapley import FilterShapley
-from captum_neuron_shapley.sampler import ChainSampler
+from captum_neuron_shapley.sampler import PermutationSampler
+from captum_neuron_shapley.stopping import Limits
 
 from .conftest import exact_shapley, Z_TOL
 
@@ -24,16 +25,16 @@ def test_lockstep_equals_sequential(tiny, tiny_data):
     active = torch.tensor([True, False, True, True, False, True, True])
     for thr in (None, 0.6):
         game = _game(tiny, x, y, ppe=6)
-        sampler = ChainSampler(game, torch.Generator(), truncation=thr)
+        sampler = PermutationSampler(strata=1).bind(game, torch.Generator(), thr)
         together = sampler.walk(perms, active)
         one_by_one = [sampler.chain(p, active) for p in perms]
         for (u1, m1), (u2, m2) in zip(together, one_by_one):
             assert torch.equal(u1, u2) and torch.allclose(m1, m2, atol=1e-12)
     # the states of several chains shared forward passes
     game1, game5 = _game(tiny, x, y, ppe=32), _game(tiny, x, y, ppe=32)
-    ChainSampler(game5, torch.Generator()).walk(perms, active)
+    PermutationSampler(strata=1).bind(game5, torch.Generator()).walk(perms, active)
     for p in perms:
-        ChainSampler(game1, torch.Generator()).chain(p, active)
+        PermutationSampler(strata=1).bind(game1, torch.Generator()).chain(p, active)
     assert game5.n_evaluations == game1.n_evaluations
     assert game5.n_forward < game1.n_forward
 
@@ -108,7 +109,9 @@ def test_max_permutations_is_exact(tiny, tiny_data):
 def test_strata_cycle_visits_every_band():
     for n, strata in ((12, 4), (160, 8), (9, 3)):
         game = SimpleNamespace(n_units=n)
-        sampler = ChainSampler(game, torch.Generator().manual_seed(0), strata=strata)
+        sampler = PermutationSampler(strata=strata).bind(
+            game, torch.Generator().manual_seed(0)
+        )
         perms = sampler._draw_set(strata)
         assert all((p.sort().values == torch.arange(n)).all() for p in perms)
         ranks = torch.stack([torch.argsort(p) for p in perms])  # (strata, n)
@@ -134,11 +137,11 @@ def test_stratified_cycles_reduce_variance():
             return keep.sum(1).double().clamp(max=4.0)
 
     for strata, exact_half in ((1, False), (2, True)):
-        sampler = ChainSampler(
-            HalfGame(), torch.Generator().manual_seed(1), strata=strata
+        sampler = PermutationSampler(strata=strata).bind(
+            HalfGame(), torch.Generator().manual_seed(1)
         )
         active = torch.ones(8, dtype=torch.bool)
-        means = [m for _ in range(50) for _, m in sampler.sample(active)[0]]
+        means = [m for _ in range(50) for _, m in sampler.sample(active, Limits())[0]]
         spread = torch.stack(means).std()
         assert (spread == 0) == exact_half, (strata, spread)
 
