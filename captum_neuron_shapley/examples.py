@@ -1,18 +1,27 @@
 r"""The embedded default: scikit-learn's handwritten digits and a small CNN
-trained on them in seconds (cached on disk). Nothing is downloaded.
+trained on them. Nothing is downloaded.
 
 For the paper's applications there is also a larger model,
 :class:`DigitsResNet` (a residual CNN with batch norm, 336 conv filters), trained
 either on the plain digits or on digits among which a recognisable subgroup,
 digits written with a thick marker (:func:`render_bold`), is under-represented
-(:func:`bold_minority_splits`)."""
+(:func:`bold_minority_splits`).
+
+The trained weights of the default models (seed 0: :func:`trained_digits_cnn`,
+:func:`trained_digits_resnet` and ``trained_digits_resnet(bold_fraction=0.01)``)
+ship with the package, so every machine loads the same models and the documented
+numbers can be checked anywhere. Other seeds or fractions are trained on first
+use (a message is logged to the ``captum_neuron_shapley`` logger) and cached on
+disk; :func:`train_digits_cnn` and :func:`train_digits_resnet` retrain from
+scratch."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Callable, cast, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -29,10 +38,16 @@ __all__ = [
     "DigitsResNet",
     "train_digits_resnet",
     "trained_digits_resnet",
+    "train_digits_cnn",
+    "shipped_weights",
 ]
 
 CACHE_ENV = "CAPTUM_NEURON_SHAPLEY_CACHE"
 _VERSION = 1
+#: Where the shipped weights live (package data).
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -108,11 +123,74 @@ def _cache_dir(cache_dir: Optional[Union[str, Path]]) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "captum_neuron_shapley"
 
 
+def shipped_weights(name: str) -> Optional[Path]:
+    r"""The path of a state dict that ships with the package, or None.
+
+    Args:
+        name (str): ``"digits_cnn_seed0"``, ``"digits_resnet_seed0"`` or
+            ``"digits_resnet_bold0.01_seed0"``.
+
+    Returns:
+        Path or None: The file, if the package holds it.
+    """
+    path = WEIGHTS_DIR / f"{name}.pt"
+    return path if path.is_file() else None
+
+
+def _load_or_train(
+    model: nn.Module,
+    name: str,
+    cache_dir: Optional[Union[str, Path]],
+    train: Callable[[], nn.Module],
+    what: str,
+    duration: str,
+) -> nn.Module:
+    r"""Load ``name``'s weights into ``model``: the shipped file if there is
+    one, else the cached file; else train (with a logged message) and cache."""
+    path = shipped_weights(name)
+    if path is None:
+        stem = name.replace("_seed", f"_v{_VERSION}_seed")  # as cached before
+        path = _cache_dir(cache_dir) / f"{stem}.pt"
+    if path.exists():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        return model.eval()
+    logger.warning(
+        "no shipped or cached weights for %s: training it now (%s); "
+        "it is then cached in %s",
+        what,
+        duration,
+        path.parent,
+    )
+    trained = train()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(trained.state_dict(), tmp)
+    os.replace(tmp, path)
+    return trained
+
+
 def train_digits_cnn(
     splits: DigitsSplits, epochs: int = 20, seed: int = 0, lr: float = 3e-3
 ) -> DigitsCNN:
-    r"""Train :class:`DigitsCNN` on the training split (deterministic; the global
-    RNG state is left as it was)."""
+    r"""Train :class:`DigitsCNN` on the training split: Adam, batches of 64.
+    Deterministic on a given machine (the global RNG state is left as it was);
+    other CPUs may round differently, which is why the default weights ship with
+    the package.
+
+    Args:
+        splits (DigitsSplits): Its ``x_train`` and ``y_train`` are used.
+        epochs (int, optional): Passes over the data. Default: 20
+        seed (int, optional): Seed of the weights and the batch order. Default: 0
+        lr (float, optional): Learning rate. Default: 3e-3
+
+    Returns:
+        DigitsCNN: In eval mode, without gradients.
+
+    Examples::
+
+        >>> model = train_digits_cnn(load_digits_splits(), seed=1)
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = DigitsCNN()
@@ -131,21 +209,40 @@ def train_digits_cnn(
 def trained_digits_cnn(
     cache_dir: Optional[Union[str, Path]] = None, seed: int = 0
 ) -> DigitsCNN:
-    r"""The embedded default model: trained once (a few seconds on a CPU), then
-    loaded from ``cache_dir`` (default ``$CAPTUM_NEURON_SHAPLEY_CACHE`` or
-    ``~/.cache/captum_neuron_shapley``)."""
-    path = _cache_dir(cache_dir) / f"digits_cnn_v{_VERSION}_seed{seed}.pt"
-    if path.exists():
-        with torch.random.fork_rng(devices=[]):  # initial weights, then overwritten
-            model = DigitsCNN()
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval()
-    model = train_digits_cnn(load_digits_splits(), seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
-    return model
+    r"""The embedded default model, :class:`DigitsCNN` trained on the training
+    split of :func:`load_digits_splits`.
+
+    Seed 0 ships with the package: it is loaded, never trained. Another seed is
+    trained on first use (a few seconds on a CPU; a message is logged to the
+    ``captum_neuron_shapley`` logger) and then loaded from ``cache_dir``.
+
+    Args:
+        cache_dir (str or Path, optional): Where weights trained here are
+            cached. Default: ``$CAPTUM_NEURON_SHAPLEY_CACHE`` or
+            ``~/.cache/captum_neuron_shapley``
+        seed (int, optional): Seed of the training run. Default: 0
+
+    Returns:
+        DigitsCNN: In eval mode.
+
+    Examples::
+
+        >>> model = trained_digits_cnn()
+        >>> fs = FilterShapley(model, model.conv_layers)
+    """
+    with torch.random.fork_rng(devices=[]):  # initial weights, then overwritten
+        model = DigitsCNN()
+    return cast(
+        DigitsCNN,
+        _load_or_train(
+            model,
+            f"digits_cnn_seed{seed}",
+            cache_dir,
+            lambda: train_digits_cnn(load_digits_splits(), seed=seed),
+            f"DigitsCNN (seed {seed})",
+            "a few seconds",
+        ),
+    )
 
 
 # -- a larger model and an under-represented subgroup for the applications -------
@@ -344,17 +441,24 @@ def trained_digits_resnet(
     seed: int = 0,
     bold_fraction: Optional[float] = None,
 ) -> DigitsResNet:
-    r"""The applications' model: :class:`DigitsResNet` trained once (about ten
-    seconds on a CPU core), then loaded from ``cache_dir`` (default
-    ``$CAPTUM_NEURON_SHAPLEY_CACHE`` or ``~/.cache/captum_neuron_shapley``).
+    r"""The applications' model, :class:`DigitsResNet`.
+
+    Seed 0 ships with the package, trained on the plain digits and with
+    ``bold_fraction=0.01``: those are loaded, never trained. Other seeds or
+    fractions are trained on first use (about ten seconds on a CPU core; a
+    message is logged to the ``captum_neuron_shapley`` logger) and then loaded
+    from ``cache_dir``.
 
     Args:
-        cache_dir (str or Path, optional): Where the weights are cached.
-        seed (int): Seed of the training run (the splits use seed 0).
+        cache_dir (str or Path, optional): Where weights trained here are
+            cached. Default: ``$CAPTUM_NEURON_SHAPLEY_CACHE`` or
+            ``~/.cache/captum_neuron_shapley``
+        seed (int, optional): Seed of the training run (the splits use seed 0).
+            Default: 0
         bold_fraction (float, optional): None: trained on the plain training
             split of :func:`load_digits_splits`. A float: trained on the training
             split of :func:`bold_minority_splits` with this share of bold digits
-            (the fairness application's model).
+            (the fairness application's model). Default: None
 
     Returns:
         DigitsResNet: In eval mode.
@@ -365,19 +469,27 @@ def trained_digits_resnet(
         >>> biased = trained_digits_resnet(bold_fraction=0.01)  # 1% bold digits
     """
     tag = "" if bold_fraction is None else f"_bold{float(bold_fraction):g}"
-    path = _cache_dir(cache_dir) / f"digits_resnet{tag}_v{_VERSION}_seed{seed}.pt"
     with torch.random.fork_rng(devices=[]):  # the init draws: keep the global RNG
         model = DigitsResNet()
-    if path.exists():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval()
-    if bold_fraction is None:
-        data: DigitsSplits = load_digits_splits()
-    else:
-        data = bold_minority_splits(bold_fraction)
-    model = train_digits_resnet(data.x_train, data.y_train, seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
-    return model
+
+    def train() -> DigitsResNet:
+        if bold_fraction is None:
+            data: DigitsSplits = load_digits_splits()
+        else:
+            data = bold_minority_splits(bold_fraction)
+        return train_digits_resnet(data.x_train, data.y_train, seed=seed)
+
+    what = "DigitsResNet (seed {}{})".format(
+        seed, "" if bold_fraction is None else f", bold_fraction={bold_fraction:g}"
+    )
+    return cast(
+        DigitsResNet,
+        _load_or_train(
+            model,
+            f"digits_resnet{tag}_seed{seed}",
+            cache_dir,
+            train,
+            what,
+            "about ten seconds",
+        ),
+    )

@@ -1,8 +1,24 @@
 r"""``python -m comparisons --applications``: the targeted gradient baselines
 (a quantity given as a callable), and every before/after number the report
-prints, recomputed here on the cached models with plain forward hooks (no
+prints, recomputed here on the shipped models with plain forward hooks (no
 library removal code) and Captum's PGD: for a small run made here, and for the
-committed results of the last full run (``docs/applications/``)."""
+committed results of the last full run (``docs/applications/``).
+
+The models are the same on every machine (their weights ship with the package),
+but another CPU's kernels may round differently. Tolerances, per number:
+
+- A prediction can only change where the two largest logits are within
+  ``MARGIN`` = 1e-3 of each other. Recomputing these models in float64 moves
+  their logits by at most 2.1e-5, so 1e-3 is about 50 times what a change of
+  rounding does. A rate over a group may differ by the share of such examples
+  in the group (on the committed run there are none, so the check is exact).
+- The transfer attack is crafted through the digits CNN, whose max-pooling
+  routes the gradient by the position of the maximum: at tied activations that
+  choice belongs to the kernel, and PGD's sign steps amplify it. Recomputed in
+  float64, its success moved by at most 4 of the 400 test digits (0.01) at any
+  removal; ``TRANSFER_TOL`` allows twice that. Every other number (clean
+  accuracies, and attacks crafted through the residual network, which has no
+  max-pooling) did not move at all in float64."""
 
 import json
 import warnings
@@ -102,8 +118,9 @@ class Recompute:
             "resnet_bold": trained_digits_resnet(bold_fraction=st["bold_fraction"]),
             "transfer_source": trained_digits_cnn(),
         }
+        self.fingerprints = {k: fingerprint(m) for k, m in self.models.items()}
         self.same_weights = all(
-            fingerprint(self.models[k]) == summary["models"][k]["fingerprint"]
+            self.fingerprints[k] == summary["models"][k]["fingerprint"]
             for k in self.models
         )
         s = load_digits_splits()
@@ -199,62 +216,82 @@ class Recompute:
         return adv, goal, transfer
 
     def metrics(self, app, units, attacks=None):
+        r"""The metrics of ``app`` after removing ``units``: ``{name: (value,
+        tolerance)}`` (see the module docstring for the tolerance)."""
         y = self.y_test
-        acc = lambda out, lab: float((out.argmax(1) == lab).double().mean())  # noqa
         if app["key"] == "overall":
-            return {"accuracy": acc(self.logits("resnet", units, self.x_test), y)}
+            hit, fragile = _decisions(self.logits("resnet", units, self.x_test), y)
+            return {"accuracy": _rate(hit, fragile)}
         if app["key"] == "class":
             c = app["class"]
-            hit = self.logits("resnet", units, self.x_test).argmax(1) == y
-            r = float(hit[y == c].double().mean())
-            o = float(hit[y != c].double().mean())
+            hit, fragile = _decisions(self.logits("resnet", units, self.x_test), y)
+            r, o = _rate(hit, fragile, y == c), _rate(hit, fragile, y != c)
             return {
                 "recall": r,
                 "accuracy_other_classes": o,
-                "accuracy": float(hit.double().mean()),
-                "recall_minus_others": r - o,
+                "accuracy": _rate(hit, fragile),
+                "recall_minus_others": (r[0] - o[0], r[1] + o[1]),
             }
         if app["key"] == "fairness":
-            hit = (
-                self.logits("resnet_bold", units, self.bx_test).argmax(1)
-                == self.by_test
+            hit, fragile = _decisions(
+                self.logits("resnet_bold", units, self.bx_test), self.by_test
             )
             g = self.bg_test
             return {
-                "subgroup_accuracy": float(hit[g].double().mean()),
-                "rest_accuracy": float(hit[~g].double().mean()),
-                "accuracy": float(hit.double().mean()),
+                "subgroup_accuracy": _rate(hit, fragile, g),
+                "rest_accuracy": _rate(hit, fragile, ~g),
+                "accuracy": _rate(hit, fragile),
             }
         adv, goal, transfer = attacks
-        clean = acc(self.logits("resnet", units, self.x_test), y)
-        success = acc(self.logits("resnet", units, adv), goal)
+        clean = _rate(*_decisions(self.logits("resnet", units, self.x_test), y))
+        success = _rate(*_decisions(self.logits("resnet", units, adv), goal))
+        moved = _rate(*_decisions(self.logits("resnet", units, transfer), goal))
         return {
             "attack_success": success,
             "clean_accuracy": clean,
-            "vulnerability": success - clean,
-            "transfer_attack_success": acc(
-                self.logits("resnet", units, transfer), goal
-            ),
+            "vulnerability": (success[0] - clean[0], success[1] + clean[1]),
+            "transfer_attack_success": (moved[0], moved[1] + TRANSFER_TOL),
         }
 
 
-def _close(a, b):
-    return abs(a - b) <= 1e-9
+#: Logit margin below which another CPU's rounding could change a prediction.
+MARGIN = 1e-3
+#: Extra tolerance of the transfer attack's success (see the module docstring).
+TRANSFER_TOL = 0.02
+
+
+def _decisions(logits, labels):
+    r"""Which predictions are right, and which could flip under rounding."""
+    top = logits.topk(2, dim=1).values
+    return logits.argmax(1) == labels, (top[:, 0] - top[:, 1]) < MARGIN
+
+
+def _rate(hit, fragile, mask=None):
+    r"""``(rate of hit, share of fragile decisions)`` over ``mask``."""
+    if mask is not None:
+        hit, fragile = hit[mask], fragile[mask]
+    return float(hit.double().mean()), float(fragile.double().mean())
+
+
+def _close(want, got, tol=0.0):
+    return abs(want - got) <= tol + 1e-9
 
 
 def check_summary(summary, every_k=True):
     r"""Recompute the before/after numbers of a summary (every ``k`` of every
     curve, or only the headline ``k``); returns how many were checked."""
     rc = Recompute(summary)
-    if not rc.same_weights:
-        pytest.skip("the cached models differ from the ones the report ran on")
+    assert rc.same_weights, (
+        "the shipped models are not the ones the report ran on: "
+        f"{rc.fingerprints} against {summary['models']}"
+    )
     checked = 0
     for key, app in summary["apps"].items():
         attacks = rc.attacks() if key == "adversarial" else None
         metrics = app["metrics"]
         got = rc.metrics(app, [], attacks)
         for m in metrics:
-            assert _close(app["before"][m], got[m]), (key, "before", m)
+            assert _close(app["before"][m], *got[m]), (key, "before", m)
             checked += 1
         ks = [(j, k) for j, k in enumerate(app["ks"]) if every_k or k == app["k"]]
         for name, order in app["orders"].items():
@@ -264,14 +301,15 @@ def check_summary(summary, every_k=True):
                     continue
                 got = rc.metrics(app, order[:k], attacks)
                 for m in metrics:
-                    assert _close(app["curves"][name][m][j], got[m]), (key, name, k, m)
+                    want = app["curves"][name][m][j]
+                    assert _close(want, *got[m]), (key, name, k, m)
                     checked += 1
         for r, order in enumerate(app["random_orders"]):
             for j, k in ks:
                 got = rc.metrics(app, order[:k], attacks)
                 for m in metrics:
                     want = app["random"]["curves"][m][r][j]
-                    assert _close(want, got[m]), (key, r, k, m)
+                    assert _close(want, *got[m]), (key, r, k, m)
                     checked += 1
         # the library's own before/after agree with the curves at k
         j = app["ks"].index(app["k"])
@@ -287,8 +325,8 @@ def check_summary(summary, every_k=True):
             got0 = rc.metrics(sub, [], None)
             got1 = rc.metrics(sub, row["removed"], None)
             for m in ("recall", "accuracy_other_classes"):
-                assert _close(row["before"][m], got0[m]), (row["class"], m)
-                assert _close(row["after_set"][m], got1[m]), (row["class"], m)
+                assert _close(row["before"][m], *got0[m]), (row["class"], m)
+                assert _close(row["after_set"][m], *got1[m]), (row["class"], m)
                 checked += 2
         if key == "adversarial":
             adv, goal, _ = attacks
@@ -299,11 +337,11 @@ def check_summary(summary, every_k=True):
                 try:
                     xf = rc.pgd(model, rc.x_test, goal)
                     with torch.no_grad():
-                        hit = float((model(xf).argmax(1) == goal).double().mean())
+                        got_fresh = _rate(*_decisions(model(xf), goal))
                 finally:
                     for h in handles:
                         h.remove()
-                assert _close(v, hit), ("fresh", name)
+                assert _close(v, *got_fresh), ("fresh", name)
                 checked += 1
             if "fresh_attack_success" in lib:
                 assert _close(

@@ -50,16 +50,23 @@ def test_remove_units_matches_the_game(tiny, tiny_data):
         metric_after_removal(tiny, res, [[7]], x, y)
 
 
-def test_trained_digits_cnn_fresh_equals_cached(tmp_path):
-    # Trained on a cold cache (as on a fresh CI machine), the model must look like
-    # the one loaded from the cache: same weights, eval mode, no gradients left
-    # over from training.
+def test_trained_digits_cnn_fresh_equals_cached(tmp_path, caplog):
+    # A seed that does not ship is trained on a cold cache, with a message; the
+    # next call loads it from the cache, silently. The trained model must look
+    # like a loaded one: same weights, eval mode, no gradients left over.
     from captum_neuron_shapley.examples import trained_digits_cnn
 
     state = torch.random.get_rng_state()
-    fresh = trained_digits_cnn(cache_dir=tmp_path)
-    cached = trained_digits_cnn(cache_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="captum_neuron_shapley"):
+        fresh = trained_digits_cnn(cache_dir=tmp_path, seed=1)
     assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
+    assert len(caplog.records) == 1
+    assert "training it now" in caplog.text and "DigitsCNN (seed 1)" in caplog.text
+    assert [f.name for f in tmp_path.iterdir()] == ["digits_cnn_v1_seed1.pt"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="captum_neuron_shapley"):
+        cached = trained_digits_cnn(cache_dir=tmp_path, seed=1)
+    assert not caplog.records
     for model in (fresh, cached):
         assert not model.training
         assert all(p.grad is None for p in model.parameters())
