@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from torch import nn, Tensor
 
-from ._inputs import check_positive_int, format_eval_data
+from ._inputs import check_positive_int, explain_forward_errors, format_eval_data
 
 from .bounds import AnytimeBound, Bound, make_bound, PaperBound
 from .distributed import Collective, rank_seed
@@ -522,7 +522,7 @@ def build_game(
     elif not callable(metric):
         raise ValueError(f"`metric` must be callable, got {type(metric).__name__}")
     device_ids = device_ids_of(attr)
-    with model_guard(attr.forward_func):
+    with model_guard(attr.forward_func), explain_forward_errors(attr._model, xs):
         skip: List[nn.Module] = []
         if cache_activations and attr._model is not None and not device_ids:
             skip = trace_prefix(

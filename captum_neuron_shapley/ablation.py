@@ -19,6 +19,7 @@ from typing import (
 import torch
 from torch import nn, Tensor
 
+from ._inputs import check_finite, explain_forward_errors, resolve_layer
 from .game import model_guard, UnitGame
 from .metrics import accuracy
 from .removal import ablate, filter_groups, LayerUnits
@@ -121,9 +122,11 @@ def metric_after_removal(
             "e.g. [result.top_units(10)] or [result.removal_set]"
         )
     xs = inputs if isinstance(inputs, tuple) else (inputs,)
+    for i, x in enumerate(xs):
+        check_finite("inputs", x, f" (tensor {i})" if len(xs) > 1 else "")
     layer_units = [lay.to_units(model) for lay in result.layers]
     keep = torch.cat([_keep_mask(result, u) for u in units_list])
-    with model_guard(model):
+    with model_guard(model), explain_forward_errors(model, xs):
         device = xs[0].device
         for u in layer_units:
             assert u.baseline is not None  # to_units always sets one
@@ -292,25 +295,13 @@ def _resolve_layers(
     names = {id(m): n for n, m in model.named_modules()}
     out = []
     for key, ids in units.items():
-        if isinstance(key, str):
-            try:
-                module = model.get_submodule(key)
-            except AttributeError:
-                raise ValueError(
-                    f"`units`: the model has no layer named {key!r}"
-                ) from None
-            name = key
-        elif isinstance(key, nn.Module):
-            if id(key) not in names:
-                raise ValueError(
-                    f"`units`: {type(key).__name__} is not a submodule of the model"
-                )
-            module, name = key, names[id(key)]
-        else:
+        if not isinstance(key, (str, nn.Module)):
             raise ValueError(
                 "`units` keys must be nn.Modules or layer names, got "
                 f"{type(key).__name__}"
             )
+        module = resolve_layer(model, key, "units")
+        name = key if isinstance(key, str) else names[id(module)]
         ids_t = torch.as_tensor(list(ids), dtype=torch.long).flatten()
         if ids_t.numel() and int(ids_t.min()) < 0:
             raise ValueError(f"`units` for layer {name!r} has negative ids")
@@ -446,11 +437,13 @@ def ablated(
     layers = _resolve_layers(model, units)
     entries = []
     for name, module, ids in layers:
+        value = _layer_baseline(baselines, module, name)
+        check_finite("baselines", value, f" for layer {name!r}")
         entries.append(
             (
                 LayerUnits(module, name, None, None, None, kind),  # type: ignore
                 ids,
-                _layer_baseline(baselines, module, name),
+                value,
             )
         )
     keeps: List[Tensor] = []

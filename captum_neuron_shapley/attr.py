@@ -38,7 +38,7 @@ from ._attr_utils import (
     layer_units,
     unit_values,
 )
-from ._inputs import check_not_scripted, check_positive_int, layer_names
+from ._inputs import check_not_scripted, check_positive_int, layer_names, resolve_layers
 from .bounds import Bound
 from .game import LayerEval, model_guard, module_of, UnitGame
 from .refine import GreedyRefine, make_refine
@@ -122,9 +122,11 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         flags are restored afterwards. TorchScript modules
                         (``torch.jit.trace`` or ``torch.jit.script``) are refused:
                         units are removed by forward hooks, which they do not run.
-            layer (torch.nn.Module or list[torch.nn.Module]): Layer(s) whose
+            layer (torch.nn.Module, str or list): Layer(s) whose
                         output units are the players (their input units with
-                        ``attribute_to_layer_input``). A list gives one joint
+                        ``attribute_to_layer_input``), as modules or by their
+                        qualified names in the model (``"layer1.0.conv1"``, as
+                        in ``model.named_modules()``). A list gives one joint
                         game over all their units. A layer whose output is a
                         tuple of tensors contributes the units of every tensor.
             device_ids (list[int], optional): Device ID list, necessary only if
@@ -145,6 +147,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         those activations for the evaluation inputs. Not used
                         with a DataParallel model. Default: True
         """
+        layer = resolve_layers(module_of(forward_func), layer)  # names -> modules
         layers = cast(
             List[nn.Module],
             list(layer) if isinstance(layer, (list, tuple)) else [layer],

@@ -19,6 +19,8 @@ import torch
 from torch import nn, Tensor
 from torch.utils.hooks import RemovableHandle
 
+from ._inputs import check_finite
+
 __all__ = [
     "LayerUnits",
     "filter_groups",
@@ -479,18 +481,22 @@ def resolve_baseline(u: LayerUnits, value: Any, mean: Tensor, grouping: str) -> 
         if value == "zero":
             return torch.zeros((), device=mean.device)
         if value == "mean":
-            return u.group_mean(mean).to(torch.float32)
+            b = u.group_mean(mean).to(torch.float32)
+            check_finite("layer_baselines", b, f" ('mean' of layer {u.name!r})")
+            return b
         raise ValueError(
             "`layer_baselines` must be 'zero', 'mean', a number or a Tensor, "
             f"got {value!r}"
         )
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        check_finite("layer_baselines", value, f" for layer {u.name!r}")
         return torch.tensor(float(value), device=mean.device)
     if not isinstance(value, Tensor):
         raise ValueError(
             f"`layer_baselines` must be 'zero', 'mean', a number or a Tensor, got "
             f"{type(value).__name__}"
         )
+    check_finite("layer_baselines", value, f" for layer {u.name!r}")
     b = value.detach()
     if b.dim() == len(u.out_shape) + 1 and b.shape[0] == 1:
         b = b[0]

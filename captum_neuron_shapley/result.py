@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn, Tensor
 
+from ._inputs import resolve_layer
 from .removal import filter_groups, LayerUnits
 
 __all__ = ["ShapleyResult", "LayerLayout", "atomic_save", "safe_load"]
@@ -61,12 +62,7 @@ class LayerLayout:
 
     def to_units(self, model: nn.Module) -> LayerUnits:
         r"""The :class:`LayerUnits` of this layer in ``model`` (found by name)."""
-        try:
-            layer = model.get_submodule(self.module_name)
-        except AttributeError:
-            raise ValueError(
-                f"the model has no layer named {self.module_name!r}"
-            ) from None
+        layer = resolve_layer(model, self.module_name, "result")
         shape = torch.Size(self.out_shape)
         groups = (
             filter_groups(shape, self.name) if self.kind == "filter" else self.groups
@@ -369,8 +365,44 @@ class ShapleyResult:
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "ShapleyResult":
-        r"""Load a saved result without unpickling arbitrary objects."""
-        return cls.from_state_dict(safe_load(path))
+        r"""Load a result saved by :meth:`save`, without unpickling arbitrary
+        objects (``torch.load(..., weights_only=True)``).
+
+        Args:
+            path (str or os.PathLike): The file :meth:`save` wrote.
+
+        Returns:
+            ShapleyResult: The result.
+
+        Examples::
+
+            >>> res.save("filters.pt")
+            >>> res = ShapleyResult.load("filters.pt")
+        """
+        state = safe_load(path)
+        if isinstance(state, dict) and "layers" not in state:
+            if state.get("kind") == "captum_neuron_shapley.checkpoint":
+                raise ValueError(
+                    f"{os.fspath(path)!r} is a checkpoint of a run "
+                    f"({int(state['n_evaluations'])} evaluations), written by "
+                    "Checkpoint, not a ShapleyResult saved by .save(). To get its "
+                    "result, call attribute again with that run's arguments and "
+                    f"stop=Checkpoint({os.fspath(path)!r}), return_result=True: "
+                    "it resumes from the file (add "
+                    f"max_evaluations={int(state['n_evaluations'])} to stop at once "
+                    "instead of sampling on)"
+                )
+            raise ValueError(
+                f"{os.fspath(path)!r} is not a ShapleyResult saved by .save(): it "
+                f"holds {', '.join(map(repr, list(state)[:5]))}"
+                + (", ..." if len(state) > 5 else "")
+            )
+        if not isinstance(state, dict):
+            raise ValueError(
+                f"{os.fspath(path)!r} is not a ShapleyResult saved by .save(): it "
+                f"holds a {type(state).__name__}"
+            )
+        return cls.from_state_dict(state)
 
 
 def atomic_save(obj: Dict[str, Any], path: Union[str, os.PathLike]) -> None:

@@ -8,12 +8,13 @@ Every function returns the :class:`matplotlib.figure.Figure` and saves it when
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn, Tensor
 
+from ._inputs import resolve_layer
 from .result import ShapleyResult
 
 __all__ = [
@@ -235,14 +236,19 @@ def _channel_activation(
 
 
 def top_activating(
-    model: nn.Module, layer: nn.Module, channel: int, inputs: Tensor, n: int = 8
+    model: nn.Module,
+    layer: Union[nn.Module, str],
+    channel: int,
+    inputs: Tensor,
+    n: int = 8,
 ) -> Tuple[Tensor, Tensor]:
     r"""Indices of the ``n`` inputs with the highest mean activation of a channel,
     and those activations.
 
     Args:
         model (nn.Module): The model.
-        layer (nn.Module): The layer.
+        layer (nn.Module or str): The layer, or its qualified name in
+            ``model`` (as in ``model.named_modules()``).
         channel (int): The channel (filter) of the layer output.
         inputs (Tensor): Candidate images.
         n (int): How many. Default: 8.
@@ -254,6 +260,7 @@ def top_activating(
 
         >>> idx, act = top_activating(model, model.conv3, 40, x_val)
     """
+    layer = resolve_layer(model, layer)
     act = _channel_activation(model, layer, channel, inputs)
     top = torch.argsort(act, descending=True)[: min(n, len(act))]
     return top, act[top]
@@ -261,7 +268,7 @@ def top_activating(
 
 def unit_saliency(
     model: nn.Module,
-    layer: nn.Module,
+    layer: Union[nn.Module, str],
     channel: int,
     inputs: Tensor,
     method: str = "guided_backprop",
@@ -271,7 +278,8 @@ def unit_saliency(
 
     Args:
         model (nn.Module): The model.
-        layer (nn.Module): The layer.
+        layer (nn.Module or str): The layer, or its qualified name in
+            ``model`` (as in ``model.named_modules()``).
         channel (int): The channel.
         inputs (Tensor): Images ``(N, C, H, W)``.
         method (str): ``"guided_backprop"`` or ``"gradient"``.
@@ -283,6 +291,7 @@ def unit_saliency(
 
         >>> sal = unit_saliency(model, model.conv3, 40, x_val[:4])
     """
+    layer = resolve_layer(model, layer)
     from captum.attr import NeuronGradient, NeuronGuidedBackprop
 
     cls = {"guided_backprop": NeuronGuidedBackprop, "gradient": NeuronGradient}
@@ -307,7 +316,7 @@ def _hwc(t: Tensor) -> np.ndarray:
 
 def plot_unit_exemplars(
     model: nn.Module,
-    layer: nn.Module,
+    layer: Union[nn.Module, str],
     channel: int,
     inputs: Tensor,
     n: int = 6,
@@ -320,7 +329,8 @@ def plot_unit_exemplars(
 
     Args:
         model (nn.Module): The model.
-        layer (nn.Module): The layer.
+        layer (nn.Module or str): The layer, or its qualified name in
+            ``model`` (as in ``model.named_modules()``).
         channel (int): The channel (filter).
         inputs (Tensor): Candidate images ``(N, C, H, W)`` in ``[0, 1]``.
         n (int): Exemplars. Default: 6.
@@ -335,6 +345,7 @@ def plot_unit_exemplars(
 
         >>> fig = plot_unit_exemplars(model, model.conv3, 40, x_val)
     """
+    layer = resolve_layer(model, layer)
     from captum.attr import visualization as viz
 
     plt = _pyplot()
@@ -379,7 +390,7 @@ def plot_unit_exemplars(
 
 def plot_unit_saliency(
     model: nn.Module,
-    layer: nn.Module,
+    layer: Union[nn.Module, str],
     channel: int,
     image: Tensor,
     method: str = "guided_backprop",
@@ -390,7 +401,8 @@ def plot_unit_saliency(
 
     Args:
         model (nn.Module): The model.
-        layer (nn.Module): The layer.
+        layer (nn.Module or str): The layer, or its qualified name in
+            ``model`` (as in ``model.named_modules()``).
         channel (int): The channel.
         image (Tensor): One image ``(C, H, W)`` in ``[0, 1]``.
         method (str): ``"guided_backprop"`` or ``"gradient"``.
@@ -403,6 +415,7 @@ def plot_unit_saliency(
 
         >>> fig = plot_unit_saliency(model, model.conv3, 40, x_val[0])
     """
+    layer = resolve_layer(model, layer)
     from captum.attr import visualization as viz
 
     sal = unit_saliency(model, layer, channel, image.unsqueeze(0), method)[0]
@@ -436,7 +449,7 @@ def _name(model: nn.Module, layer: nn.Module) -> str:
 
 def feature_visualization(
     model: nn.Module,
-    layer: nn.Module,
+    layer: Union[nn.Module, str],
     channel: int,
     input_shape: Sequence[int],
     steps: int = 128,
@@ -455,7 +468,8 @@ def feature_visualization(
 
     Args:
         model (nn.Module): The model.
-        layer (nn.Module): The layer.
+        layer (nn.Module or str): The layer, or its qualified name in
+            ``model`` (as in ``model.named_modules()``).
         channel (int): The channel to excite.
         input_shape (sequence of int): ``(C, H, W)`` of one input.
         steps (int): Adam steps. Default: 128.
@@ -473,6 +487,7 @@ def feature_visualization(
 
         >>> img = feature_visualization(model, model.conv3, 40, (1, 8, 8))
     """
+    layer = resolve_layer(model, layer)
     c, h, w = (int(s) for s in input_shape)
     gen = torch.Generator().manual_seed(seed)
     fy = torch.fft.fftfreq(h)[:, None]
@@ -521,7 +536,7 @@ def feature_visualization(
 
 def plot_feature_visualization(
     model: nn.Module,
-    units: Sequence[Tuple[nn.Module, int]],
+    units: Sequence[Tuple[Any, ...]],
     input_shape: Sequence[int],
     steps: int = 128,
     titles: Optional[Sequence[str]] = None,
@@ -532,7 +547,9 @@ def plot_feature_visualization(
 
     Args:
         model (nn.Module): The model.
-        units (sequence of (nn.Module, int)): ``(layer, channel)`` pairs.
+        units (sequence of tuples): ``(layer, channel)`` pairs, the layer as a
+            module or by its qualified name, or the ``(layer name, unit,
+            value)`` triples of :meth:`ShapleyResult.top_units`.
         input_shape (sequence of int): ``(C, H, W)`` of one input.
         steps (int): Optimization steps per image. Default: 128.
         titles (sequence of str, optional): One per unit.
@@ -550,11 +567,19 @@ def plot_feature_visualization(
     n = len(units)
     if n == 0:
         raise ValueError("`units` must name at least one (layer, channel)")
+    pairs = []
+    for u in units:
+        if not isinstance(u, (tuple, list)) or len(u) not in (2, 3):
+            raise ValueError(
+                "`units` entries must be (layer, channel) pairs or the (layer name, "
+                f"unit, value) triples of top_units(), got {u!r}"
+            )
+        pairs.append((resolve_layer(model, u[0], "units"), int(u[1])))
     cols = min(n, 6)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols + 0.3, 2.1 * rows + 0.3))
     axes = np.asarray(axes).reshape(-1)
-    for j, (layer, ch) in enumerate(units):
+    for j, (layer, ch) in enumerate(pairs):
         img = _hwc(
             feature_visualization(model, layer, ch, input_shape, steps, **kwargs)
         )

@@ -112,8 +112,9 @@ def test_layer_not_in_model(mlp_data):
     model, _, _ = mlp_data
     with pytest.raises(ValueError, match="`layer`.*not a submodule"):
         NeuronShapley(model, nn.Linear(5, 6))
-    with pytest.raises(ValueError, match="`layer`"):
-        NeuronShapley(model, "fc1")
+    assert NeuronShapley(model, "fc1").layer is model.fc1  # names are accepted
+    with pytest.raises(ValueError, match="`layer` must be an nn.Module, a layer name"):
+        NeuronShapley(model, 3)
 
 
 def test_layer_output_not_a_tensor():
