@@ -451,19 +451,20 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         efficiency gap). Default: False
 
         Returns:
-            *Tensor* or *tuple[Tensor, ...]* of **attributions**, or a
-            :class:`ShapleyResult`:
+            *Tensor* or *tuple[Tensor, ...]* of **attributions**, 2-element tuple
+            of **attributions**, **delta**, or a :class:`ShapleyResult`:
+
             - **attributions** (*Tensor* or *tuple[Tensor, ...]*):
-                        The estimated Shapley value of every unit, in the dtype
-                        of the layer's tensor (on the CPU). NeuronShapley: the
-                        layer tensor's shape without the batch dimension, each
-                        element carrying its unit's value; FilterShapley: shape
-                        ``(C,)``, one value per channel. A layer with several
-                        tensors gives a tuple with one per tensor; a list of
-                        layers gives a tuple with one entry per layer.
+              The estimated Shapley value of every unit, in the dtype
+              of the layer's tensor (on the CPU). NeuronShapley: the
+              layer tensor's shape without the batch dimension, each
+              element carrying its unit's value; FilterShapley: shape
+              ``(C,)``, one value per channel. A layer with several
+              tensors gives a tuple with one per tensor; a list of
+              layers gives a tuple with one entry per layer.
             - **delta** (*Tensor*, returned if ``return_convergence_delta``):
-                        The efficiency gap, a float64 scalar tensor (one number
-                        for the whole evaluation set).
+              The efficiency gap, a float64 scalar tensor (one number
+              for the whole evaluation set).
 
         Examples::
 
@@ -555,9 +556,17 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         NeuronShapley each unit counts once: its value is the
                         mean over its elements (with a ``layer_mask``, all the
                         elements of a unit carry its value).
-            inputs, layer_baselines, target, additional_forward_args,
-            layer_mask, attribute_to_layer_input, metric:
-                        As in :meth:`attribute` (they define the game).
+            inputs (Tensor, tuple[Tensor, ...] or DataLoader): As in
+                        :meth:`attribute`; this and the arguments below define
+                        the game.
+            layer_baselines (scalar, Tensor, str or tuple, optional): As in
+                        :meth:`attribute`.
+            target (Any, optional): As in :meth:`attribute`.
+            additional_forward_args (Any, optional): As in :meth:`attribute`.
+            layer_mask (Tensor or tuple[Tensor, ...], optional): As in
+                        :meth:`attribute`.
+            attribute_to_layer_input (bool, optional): As in :meth:`attribute`.
+            metric (Callable, optional): As in :meth:`attribute`.
 
         Returns:
             *Tensor* of **delta**: a float64 scalar tensor (one number for the

@@ -87,8 +87,8 @@ class Sampler:
 
     @property
     def truncation(self) -> Optional[float]:
-        r"""The truncation threshold applied (None: the Shapley values
-        themselves are the target)."""
+        r"""The truncation threshold applied, or None when the Shapley values
+        themselves are the target."""
         return None
 
     @property
@@ -283,8 +283,8 @@ class PermutationSampler(Sampler):
 
     @property
     def min_samples(self) -> int:
-        r"""20 chains' worth of samples: 20 samples, 10 antithetic pairs or
-        ``ceil(20 / strata)`` cycles, at least 5."""
+        r"""20 chains' worth of samples (20 samples, 10 antithetic pairs or
+        ``ceil(20 / strata)`` cycles), at least 5."""
         return max(5, -(-20 // self.set_size))
 
     def settings(self) -> Dict[str, Any]:
