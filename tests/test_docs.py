@@ -73,10 +73,13 @@ def test_every_page_is_in_the_index():
             assert re.search(rf"^   {rst.stem}$", index, re.M), rst.name
 
 
-def test_readme_links_lead_to_files():
-    text = (ROOT / "README.md").read_text()
-    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
-    local = [x for x in links if not re.match(r"[a-z]+://", x)]
-    assert local, "the README links to its docs pages"
-    for link in local:
-        assert (ROOT / link).exists(), link
+def test_links_of_the_readme_and_the_docs_pages_lead_to_files():
+    pages = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
+    for page in pages:
+        links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text())
+        local = [x for x in links if not re.match(r"[a-z]+://", x)]
+        for link in local:
+            assert (page.parent / link).exists(), (page.name, link)
+    readme = (ROOT / "README.md").read_text()
+    for page in pages[1:]:
+        assert f"(docs/{page.name})" in readme, f"the README does not link {page.name}"

@@ -1,10 +1,10 @@
-"""Existing users' calls give the same values as before the Captum argument
-contract (issue 11): keyword calls ``attribute(x, target=y, ...)`` with the same
-seed reproduce, bit for bit, the values that the code at commit 805a72d (the base
-of that change) computed.
+"""Users' keyword calls keep their values: ``attribute(x, target=y, ...)`` with
+the same seed reproduces, bit for bit, the values pinned here, which the first
+keyword interface of the package computed (before ``attribute`` took Captum's
+shared arguments in Captum's order).
 
 The pinned numbers were printed by ``python -m tests.test_pinned_values`` run
-on that commit. Every metric here is a fraction of examples (accuracy, or a
+on that version. Every metric here is a fraction of examples (accuracy, or a
 custom metric counting examples), so a value is a mean of differences of such
 fractions: the same on any machine unless a model output sits exactly on an
 argmax tie.
