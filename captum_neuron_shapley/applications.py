@@ -52,7 +52,7 @@ __all__ = [
     "ink_subgroup",
 ]
 
-Layers = Union[nn.Module, Sequence[nn.Module]]
+Layers = Union[nn.Module, str, Sequence[Union[nn.Module, str]]]
 
 
 @dataclass
@@ -122,7 +122,8 @@ def mean_baselines(
 
     Args:
         model (nn.Module): The model.
-        layers (nn.Module or list): Layers whose filters are the players.
+        layers (nn.Module, str or list): Layers whose filters are the players
+            (modules or their qualified names).
         inputs (Tensor): Examples to average over.
         batch_size (int, optional): Examples per forward pass.
 
@@ -243,7 +244,8 @@ def class_specific_units(
 
     Args:
         model (nn.Module): The model.
-        layers (nn.Module or list): Layers whose filters are the players.
+        layers (nn.Module, str or list): Layers whose filters are the players
+            (modules or their qualified names).
         inputs (Tensor): Estimation inputs (e.g. the validation split).
         labels (Tensor): Their labels.
         cls (int): The class.
@@ -383,7 +385,8 @@ def fairness_repair(
 
     Args:
         model (nn.Module): The model.
-        layers (nn.Module or list): Layers whose filters are the players.
+        layers (nn.Module, str or list): Layers whose filters are the players
+            (modules or their qualified names).
         inputs, labels, in_group (Tensor): Estimation split and its subgroup mask.
         test_inputs, test_labels, test_in_group (Tensor): Held-out split.
         n_remove (int): At most this many units are removed. Default: 5.
@@ -682,7 +685,8 @@ def adversarial_repair(
 
     Args:
         model (nn.Module): The model.
-        layers (nn.Module or list): Layers whose filters are the players.
+        layers (nn.Module, str or list): Layers whose filters are the players
+            (modules or their qualified names).
         inputs, labels (Tensor): Estimation split.
         test_inputs, test_labels (Tensor): Held-out split.
         n_remove (int): Units to remove. Default: 10.

@@ -106,7 +106,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
     def __init__(
         self,
         forward_func: Callable[..., Tensor],
-        layer: Union[nn.Module, Sequence[nn.Module]],
+        layer: Union[nn.Module, str, Sequence[Union[nn.Module, str]]],
         device_ids: Optional[List[int]] = None,
         *,
         internal_batch_size: Optional[int] = None,

@@ -379,7 +379,15 @@ class ShapleyResult:
             >>> res.save("filters.pt")
             >>> res = ShapleyResult.load("filters.pt")
         """
-        state = safe_load(path)
+        try:
+            state = safe_load(path)
+        except OSError:
+            raise
+        except Exception as err:  # not a torch file, or objects beyond tensors
+            raise ValueError(
+                f"{os.fspath(path)!r} cannot be read as a ShapleyResult saved by "
+                f".save(): {err}"
+            ) from err
         if isinstance(state, dict) and "layers" not in state:
             if state.get("kind") == "captum_neuron_shapley.checkpoint":
                 raise ValueError(

@@ -207,6 +207,11 @@ def test_load_on_another_file_names_what_it_holds(tiny, tmp_path):
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
     with pytest.raises(ValueError, match="it holds a Tensor"):
         ShapleyResult.load(tmp_path / "tensor.pt")
+    (tmp_path / "notes.txt").write_text("not a torch file")
+    with pytest.raises(ValueError, match="cannot be read as a ShapleyResult"):
+        ShapleyResult.load(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError):
+        ShapleyResult.load(tmp_path / "missing.pt")
 
 
 # -- layers by name ------------------------------------------------------------------
