@@ -74,9 +74,9 @@ def _run(case: str, **overrides: Any) -> Any:
         model, x, y = _cnn_data()
         fs = FilterShapley(model, [model.conv1, model.conv2])
         loader = DataLoader(TensorDataset(x, y), batch_size=16)
-        # the base commit's default bound was "normal", now called "fixed"; the
-        # default is now "anytime", whose wider early intervals change which units
-        # the bandit samples (a deliberate change: see README, Confidence intervals)
+        # the first keyword interface's default bound was "normal", now called
+        # "fixed"; the default is now "anytime", whose wider early intervals change
+        # which units the bandit samples (see docs/confidence_intervals.md)
         return fs.attribute(
             loader,
             top_k=2,
