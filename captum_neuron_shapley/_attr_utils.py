@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import functools
 import secrets
+import time
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
+
+from captum._utils.common import _format_additional_forward_args
 from torch import nn, Tensor
+from torch.utils.data import DataLoader
 
 from ._inputs import check_positive_int, format_eval_data
 
@@ -41,6 +45,7 @@ from .stopping import (
     StoppingRule,
     TopKSeparated,
 )
+from .streaming import cat_targets, LoaderSource, StreamedGame
 
 #: Default ``epsilon``: this fraction of ``|V(all) - V(none)|``.
 DEFAULT_EPSILON = 0.01
@@ -401,9 +406,10 @@ def make_result(
     names: Dict[int, str],
     single: bool,
     top_k: Optional[int],
-    removal: Optional[Tuple[List[int], Tensor, int]],
+    removal: Optional[Tuple[List[int], Tensor, int, int]],
 ) -> ShapleyResult:
-    r"""The :class:`ShapleyResult` of a finished run (and refine search)."""
+    r"""The :class:`ShapleyResult` of a finished run and its refine search
+    (``removal``: the set, its curve, its evaluations and examples)."""
     rules = [r for r in run.stop.leaves() if r.is_interval]
     epsilon = getattr(rules[0], "epsilon", None) if rules else None
     return ShapleyResult(
@@ -427,6 +433,9 @@ def make_result(
         removal_set=removal[0] if removal else None,
         removal_curve=removal[1] if removal else None,
         refine_evaluations=removal[2] if removal else 0,
+        batch_size=getattr(run.sampler, "batch_size", None),
+        examples_evaluated=run.examples_evaluated + (removal[3] if removal else 0),
+        wall_time=time.monotonic() - run.started,
     )
 
 
@@ -471,14 +480,19 @@ def estimate(
         show_progress=show_progress,
         started=started,
     ).run()
-    removal: Optional[Tuple[List[int], Tensor, int]] = None
+    removal: Optional[Tuple[List[int], Tensor, int, int]] = None
     if refine is not None:
         assert top_k is not None
-        before = game.n_evaluations
+        before, rows = game.n_evaluations, game.examples_evaluated
         units, curve = refine.search(
             game, run.stats.mean, top_k, show_progress and Collective().rank == 0
         )
-        removal = (units, curve, game.n_evaluations - before)
+        removal = (
+            units,
+            curve,
+            game.n_evaluations - before,
+            game.examples_evaluated - rows,
+        )
     return make_result(run, game, layout[0], layout[1], top_k, removal)
 
 
@@ -515,13 +529,26 @@ def build_game(
             "`attribute_to_layer_input` must be a bool, got "
             f"{type(attribute_to_layer_input).__name__}"
         )
+    if metric is not None and not callable(metric):
+        raise ValueError(f"`metric` must be callable, got {type(metric).__name__}")
+    device_ids = device_ids_of(attr)
+    if isinstance(inputs, DataLoader):
+        return _streamed_game(
+            attr,
+            inputs,
+            layer_baselines,
+            target,
+            additional_forward_args,
+            layer_mask,
+            attribute_to_layer_input,
+            perturbations_per_eval,
+            metric,
+            cache_activations,
+        )
     xs, target, args = format_eval_data(inputs, target, additional_forward_args)
     n = int(xs[0].shape[0])
     if metric is None:
         target, metric = default_metric(target, n, xs[0].device)
-    elif not callable(metric):
-        raise ValueError(f"`metric` must be callable, got {type(metric).__name__}")
-    device_ids = device_ids_of(attr)
     with model_guard(attr.forward_func):
         skip: List[nn.Module] = []
         if cache_activations and attr._model is not None and not device_ids:
@@ -543,16 +570,9 @@ def build_game(
             attribute_to_layer_input,
             device_ids,
         )
-    if isinstance(metric, MeanOutput) and target is None:
-        if outputs[0].numel() != 1:
-            raise ValueError(
-                "`target` is required by the default metric when the model "
-                "returns more than one value per example (outputs of shape "
-                f"{tuple(outputs.shape[1:])}): pass per-example labels "
-                "(accuracy), an output index (its mean), or a `metric`"
-            )
+    _check_target_needed(metric, target, outputs)
     units = attr._units(evals, layer_baselines, layer_mask, attribute_to_layer_input)
-    return UnitGame(
+    game = UnitGame(
         attr.forward_func,
         units,
         xs,
@@ -565,3 +585,118 @@ def build_game(
         args,
         device_ids,
     )
+    game.examples_evaluated += n  # the reference pass
+    return game
+
+
+def _check_target_needed(metric: Any, target: Any, outputs: Tensor) -> None:
+    if isinstance(metric, MeanOutput) and target is None:
+        if outputs[0].numel() != 1:
+            raise ValueError(
+                "`target` is required by the default metric when the model "
+                "returns more than one value per example (outputs of shape "
+                f"{tuple(outputs.shape[1:])}): pass per-example labels "
+                "(accuracy), an output index (its mean), or a `metric`"
+            )
+
+
+def _model_device(attr: Any) -> Optional[torch.device]:
+    model = attr._model
+    if model is None:
+        return None
+    first = next(iter(model.parameters()), None)
+    return None if first is None else first.device
+
+
+def _streamed_game(
+    attr: Any,
+    loader: DataLoader,
+    layer_baselines: Any,
+    target: Any,
+    additional_forward_args: Any,
+    layer_mask: Any,
+    attribute_to_layer_input: bool,
+    perturbations_per_eval: int,
+    metric: Optional[Callable],
+    cache_activations: bool,
+) -> UnitGame:
+    r"""The game of a ``DataLoader`` of examples (see :mod:`.streaming`): one
+    pass gives the intact model's outputs, the layer means and the targets."""
+    args = _format_additional_forward_args(additional_forward_args)
+    source = LoaderSource(loader, target, args, _model_device(attr))
+    if source.n is not None:
+        _check_loader_lengths(source, target, args)
+    targets: List[Any] = []
+
+    def chunks() -> Iterator[Tuple[Tuple[Tensor, ...], Any]]:
+        for xs, tgt, a, _ in source.passes():
+            targets.append(tgt)
+            yield xs, a
+
+    device_ids = device_ids_of(attr)
+    with model_guard(attr.forward_func):
+        skip: List[nn.Module] = []
+        if cache_activations and attr._model is not None and not device_ids:
+            xs, _, a, _ = next(source.passes())
+            skip = trace_prefix(
+                attr._model,
+                attr._layers,
+                tuple(x[:1] for x in xs),
+                subset_args(a, slice(0, 1), int(xs[0].shape[0])),
+                attr.forward_func,
+            )
+        outputs, evals, _ = reference_pass(
+            attr.forward_func,
+            attr._layers,
+            attr._names,
+            (),
+            None,
+            None,
+            (),
+            attribute_to_layer_input,
+            device_ids,
+            chunks=chunks(),
+        )
+    if not targets:
+        raise ValueError("`inputs` is empty: the DataLoader yielded no batch")
+    n = int(outputs.shape[0])
+    whole = cat_targets(targets)
+    if metric is None:
+        whole, metric = default_metric(whole, n, outputs.device)
+        if target is not None:  # the form the metric reads, for drawn batches
+            source.target = default_metric(target, n, outputs.device)[0]
+    _check_target_needed(metric, whole, outputs)
+    units = attr._units(evals, layer_baselines, layer_mask, attribute_to_layer_input)
+    game = StreamedGame(
+        attr.forward_func,
+        units,
+        source,
+        whole,
+        metric,
+        outputs,
+        perturbations_per_eval,
+        attr.internal_batch_size,
+        skip,
+        device_ids,
+    )
+    game.examples_evaluated += n  # the reference pass
+    return game
+
+
+def _check_loader_lengths(source: LoaderSource, target: Any, args: Any) -> None:
+    n = int(source.n or 0)
+    items = target if isinstance(target, (tuple, list)) else [target]
+    for t in items:
+        if isinstance(t, Tensor) and t.dim() > 0 and t.shape[0] != n:
+            raise ValueError(
+                f"`target` has {t.shape[0]} entries but the DataLoader's dataset "
+                f"has {n} examples"
+            )
+    for i, a in enumerate(args or ()):
+        if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] != n:
+            raise ValueError(
+                f"`additional_forward_args` tensor {i} has shape {tuple(a.shape)}; "
+                f"a tensor argument must have one entry per example ({n}) along "
+                "dimension 0, as in Captum (pass other values as non-tensors or "
+                "wrap the model)"
+            )

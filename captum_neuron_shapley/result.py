@@ -128,6 +128,12 @@ class ShapleyResult:
             ``j`` units of ``removal_set`` (length ``top_k + 1``).
         refine_evaluations (int): Coalitions the refinement evaluated (included
             in ``n_evaluations``).
+        batch_size (int or None): Examples each chain was evaluated on (a
+            random batch per chain); None: all the examples.
+        examples_evaluated (int): Examples pushed through the model, setup and
+            refinement included (an example evaluated for ``M`` coalitions
+            counts ``M`` times): the cost of the run in forward work.
+        wall_time (float): Seconds the run took, setup and refinement included.
     """
 
     flat_values: Tensor
@@ -150,6 +156,9 @@ class ShapleyResult:
     removal_set: Optional[List[int]] = None
     removal_curve: Optional[Tensor] = None
     refine_evaluations: int = 0
+    batch_size: Optional[int] = None
+    examples_evaluated: int = 0
+    wall_time: float = 0.0
 
     # -- layout ------------------------------------------------------------
     def _format(self, flat: Tensor) -> Formatted:
@@ -186,6 +195,13 @@ class ShapleyResult:
     @property
     def upper(self) -> Formatted:
         return self._format(self.flat_values + self.flat_radius)
+
+    @property
+    def unestimated(self) -> Tensor:
+        r"""Boolean mask (flat) of the units without a single sample: no
+        completed chain reached them (their value is 0 and their interval
+        infinite; a larger budget is needed)."""
+        return self.counts == 0
 
     @property
     def convergence_delta(self) -> float:
@@ -279,6 +295,22 @@ class ShapleyResult:
             f"{self.n_permutations} permutations, {self.n_evaluations} evaluations, "
             f"{status}; V(all)={self.full_value:.4g}, V(none)={self.empty_value:.4g})"
         ]
+        if self.examples_evaluated:
+            per = (
+                "all examples"
+                if self.batch_size is None
+                else (f"batches of {self.batch_size} examples")
+            )
+            lines.append(
+                f"  cost: {self.examples_evaluated:,} examples through the model in "
+                f"{self.wall_time:.1f} s; chains on {per}"
+            )
+        missing = int(self.unestimated.sum())
+        if missing:
+            lines.append(
+                f"  {missing} of {self.n_units} unit(s) UNESTIMATED: no completed "
+                "chain reached them (value 0, interval infinite); raise the budget"
+            )
         crowd = self.boundary_crowding()
         if crowd is not None:
             lines.append(
@@ -339,6 +371,9 @@ class ShapleyResult:
                 "removal_set",
                 "removal_curve",
                 "refine_evaluations",
+                "batch_size",
+                "examples_evaluated",
+                "wall_time",
             )
         }
         state["layers"] = [
