@@ -32,7 +32,7 @@ from .removal import (
     per_tensor,
     resolve_baseline,
 )
-from .result import LayerLayout, ShapleyResult
+from .result import LayerLayout, RunCost, ShapleyResult
 from .sampler import PermutationSampler, Sampler, truncation_threshold
 from .stopping import (
     Callback,
@@ -406,10 +406,10 @@ def make_result(
     names: Dict[int, str],
     single: bool,
     top_k: Optional[int],
-    removal: Optional[Tuple[List[int], Tensor, int, int]],
+    removal: Optional[Tuple[List[int], Tensor, int, int, float]],
 ) -> ShapleyResult:
     r"""The :class:`ShapleyResult` of a finished run and its refine search
-    (``removal``: the set, its curve, its evaluations and examples)."""
+    (``removal``: the set, its curve, its evaluations, examples and seconds)."""
     rules = [r for r in run.stop.leaves() if r.is_interval]
     epsilon = getattr(rules[0], "epsilon", None) if rules else None
     return ShapleyResult(
@@ -433,9 +433,15 @@ def make_result(
         removal_set=removal[0] if removal else None,
         removal_curve=removal[1] if removal else None,
         refine_evaluations=removal[2] if removal else 0,
-        batch_size=getattr(run.sampler, "batch_size", None),
-        examples_evaluated=run.examples_evaluated + (removal[3] if removal else 0),
-        wall_time=time.monotonic() - run.started,
+        cost=RunCost(
+            examples=run.examples_evaluated + (removal[3] if removal else 0),
+            seconds=time.monotonic() - run.started,
+            setup_seconds=run.setup_time,
+            setup_evaluations=run.setup_evaluations,
+            refine_seconds=removal[4] if removal else 0.0,
+            evaluations_per_chain=run.sampler.chain_cost(),
+            batch_size=getattr(run.sampler, "batch_size", None),
+        ),
     )
 
 
@@ -480,18 +486,34 @@ def estimate(
         show_progress=show_progress,
         started=started,
     ).run()
-    removal: Optional[Tuple[List[int], Tensor, int, int]] = None
-    if refine is not None:
+    warn_unestimated(run)
+    removal: Optional[Tuple[List[int], Tensor, int, int, float]] = None
+    sampled = run.stats.count > 0
+    if refine is not None and int(sampled.sum()) < int(top_k or 0):
+        warnings.warn(
+            f"no removal set: it needs {top_k} units with samples and the run "
+            f"has {int(sampled.sum())}; raise the budget (see the warning above "
+            "or estimate_cost)",
+            UnestimatedWarning,
+            stacklevel=4,
+        )
+    elif refine is not None:
         assert top_k is not None
         before, rows = game.n_evaluations, game.examples_evaluated
+        t0 = time.monotonic()
         units, curve = refine.search(
-            game, run.stats.mean, top_k, show_progress and Collective().rank == 0
+            game,
+            run.stats.mean,
+            top_k,
+            show_progress and Collective().rank == 0,
+            sampled,
         )
         removal = (
             units,
             curve,
             game.n_evaluations - before,
             game.examples_evaluated - rows,
+            time.monotonic() - t0,
         )
     return make_result(run, game, layout[0], layout[1], top_k, removal)
 
@@ -700,3 +722,38 @@ def _check_loader_lengths(source: LoaderSource, target: Any, args: Any) -> None:
                 "dimension 0, as in Captum (pass other values as non-tensors or "
                 "wrap the model)"
             )
+
+
+class UnestimatedWarning(RuntimeWarning):
+    r"""A run ended with units that have no sample (its budget completed no
+    chain that reached them): their values are 0 with infinite intervals."""
+
+
+def warn_unestimated(run: Any) -> None:
+    r"""Warn when units have no sample, naming the budget a chain needs."""
+    missing = int((run.stats.count == 0).sum())
+    if not missing:
+        return
+    per_chain = run.sampler.chain_cost()
+    sampled = run.n_evaluations - run.setup_evaluations
+    rate = (run.elapsed - run.setup_time) / sampled if sampled > 0 else None
+    need = ""
+    if per_chain is not None:
+        about = "about" if run.n_permutations else "up to about"
+        need = f"; one chain takes {about} {per_chain:,.0f} evaluations"
+        if rate is not None:
+            need += f" ({per_chain * rate:.3g} s at the {rate:.3g} s per evaluation"
+            need += " measured here)"
+        need += (
+            f", so some {20 * per_chain:,.0f} evaluations buy the 20 chains a "
+            "confidence interval needs"
+        )
+    warnings.warn(
+        f"{missing} of {run.game.n_units} units have no sample: the run stopped "
+        f"({run.stop_reason}) after {run.n_permutations} completed chain(s) and "
+        f"{run.n_evaluations:,} evaluations{need}. Their values are 0 with "
+        "infinite intervals (result.unestimated); raise max_evaluations / "
+        "max_time, or see estimate_cost()",
+        UnestimatedWarning,
+        stacklevel=4,
+    )

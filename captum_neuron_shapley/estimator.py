@@ -56,6 +56,9 @@ class ShapleyEstimator:
         n_permutations (int): Chains (or coalitions) completed.
         rounds (int): Rounds run.
         elapsed (float): Seconds since ``started``.
+        setup_time (float): Seconds before the first round (the game's setup,
+            and the part of a resumed run before it stopped).
+        setup_evaluations (int): Evaluations before the first round.
         converged (bool): Whether an interval rule was met.
         stop_reason (str): Why the run stopped.
 
@@ -94,6 +97,8 @@ class ShapleyEstimator:
         self.n_permutations = 0
         self.rounds = 0
         self.elapsed = 0.0
+        self.setup_time = 0.0
+        self.setup_evaluations = 0
         self.observed = torch.tensor([0.0, 0.0], dtype=torch.float64)  # min, max
         self.history: List[List[float]] = []
         self.converged = False
@@ -136,6 +141,8 @@ class ShapleyEstimator:
     def run(self) -> "ShapleyEstimator":
         r"""Sample until the stopping rule says stop; returns ``self``."""
         self.stop.start(self)
+        self.setup_time = time.monotonic() - self.started
+        self.setup_evaluations = self.n_evaluations
         bar = _Progress(self) if self.show_progress and self.group.rank == 0 else None
         try:
             while True:

@@ -2,6 +2,7 @@ r"""The result of a Neuron Shapley run, laid out per layer the Captum way."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from torch import nn, Tensor
 
 from .removal import filter_groups, LayerUnits
 
-__all__ = ["ShapleyResult", "LayerLayout", "atomic_save", "safe_load"]
+__all__ = ["ShapleyResult", "LayerLayout", "RunCost", "atomic_save", "safe_load"]
 
 Formatted = Union[
     Tensor, Tuple[Tensor, ...], Tuple[Union[Tensor, Tuple[Tensor, ...]], ...]
@@ -89,6 +90,36 @@ class LayerLayout:
 
 
 @dataclass
+class RunCost:
+    r"""What a run cost, and what it measured of the model's speed.
+
+    Attributes:
+        examples (int): Examples pushed through the model, setup and refinement
+            included (an example evaluated for ``M`` coalitions counts ``M``
+            times): the run's forward work.
+        seconds (float): Wall time, setup and refinement included.
+        setup_seconds (float): Seconds before sampling started (the intact
+            model's pass, the baselines, ``V(none)``).
+        setup_evaluations (int): Coalitions evaluated before sampling started.
+        refine_seconds (float): Seconds of the removal-set search.
+        evaluations_per_chain (float, optional): Coalitions a permutation chain
+            took: the mean over the completed chains; with none completed, what
+            the most advanced chain would have needed (projected from how fast
+            the metric fell); 1 per coalition for ``MSRSampler``.
+        batch_size (int, optional): Examples each chain was evaluated on (a
+            random batch per chain); None: all the examples.
+    """
+
+    examples: int = 0
+    seconds: float = 0.0
+    setup_seconds: float = 0.0
+    setup_evaluations: int = 0
+    refine_seconds: float = 0.0
+    evaluations_per_chain: Optional[float] = None
+    batch_size: Optional[int] = None
+
+
+@dataclass
 class ShapleyResult:
     r"""Estimated Shapley values of units for a dataset-level metric.
 
@@ -128,12 +159,8 @@ class ShapleyResult:
             ``j`` units of ``removal_set`` (length ``top_k + 1``).
         refine_evaluations (int): Coalitions the refinement evaluated (included
             in ``n_evaluations``).
-        batch_size (int or None): Examples each chain was evaluated on (a
-            random batch per chain); None: all the examples.
-        examples_evaluated (int): Examples pushed through the model, setup and
-            refinement included (an example evaluated for ``M`` coalitions
-            counts ``M`` times): the cost of the run in forward work.
-        wall_time (float): Seconds the run took, setup and refinement included.
+        cost (RunCost): What the run cost (examples pushed through the model,
+            seconds) and what it measured of the model's speed.
     """
 
     flat_values: Tensor
@@ -156,9 +183,7 @@ class ShapleyResult:
     removal_set: Optional[List[int]] = None
     removal_curve: Optional[Tensor] = None
     refine_evaluations: int = 0
-    batch_size: Optional[int] = None
-    examples_evaluated: int = 0
-    wall_time: float = 0.0
+    cost: "RunCost" = field(default_factory=lambda: RunCost())
 
     # -- layout ------------------------------------------------------------
     def _format(self, flat: Tensor) -> Formatted:
@@ -295,15 +320,16 @@ class ShapleyResult:
             f"{self.n_permutations} permutations, {self.n_evaluations} evaluations, "
             f"{status}; V(all)={self.full_value:.4g}, V(none)={self.empty_value:.4g})"
         ]
-        if self.examples_evaluated:
+        c = self.cost
+        if c.examples:
             per = (
                 "all examples"
-                if self.batch_size is None
-                else (f"batches of {self.batch_size} examples")
+                if c.batch_size is None
+                else f"batches of {c.batch_size} examples"
             )
             lines.append(
-                f"  cost: {self.examples_evaluated:,} examples through the model in "
-                f"{self.wall_time:.1f} s; chains on {per}"
+                f"  cost: {c.examples:,} examples through the model in "
+                f"{c.seconds:.1f} s; chains on {per}"
             )
         missing = int(self.unestimated.sum())
         if missing:
@@ -371,11 +397,9 @@ class ShapleyResult:
                 "removal_set",
                 "removal_curve",
                 "refine_evaluations",
-                "batch_size",
-                "examples_evaluated",
-                "wall_time",
             )
         }
+        state["cost"] = dataclasses.asdict(self.cost)
         state["layers"] = [
             {
                 "name": lay.name,
@@ -396,6 +420,7 @@ class ShapleyResult:
     def from_state_dict(cls, state: Dict[str, Any]) -> "ShapleyResult":
         state = dict(state)
         state["layers"] = [LayerLayout(**lay) for lay in state["layers"]]
+        state["cost"] = RunCost(**state.get("cost", {}))
         return cls(**state)
 
     def save(self, path: Union[str, os.PathLike]) -> None:

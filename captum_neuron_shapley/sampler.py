@@ -98,6 +98,10 @@ class Sampler:
         r"""Samples a unit needs before an asymptotic interval is trusted."""
         return 20
 
+    def chain_cost(self) -> Optional[float]:
+        r"""Evaluations one sample takes (a chain, or a coalition), if known."""
+        return None
+
     def sample(self, active: Tensor, limits: Limits, run: Any = None) -> Samples:
         r"""Draw one round of samples.
 
@@ -158,7 +162,7 @@ class _Walk:
         self.values[0] = v_full
         needed = torch.unique(torch.cat([self.pos, self.pos + 1]))
         self.needed = needed[needed > 0]
-        self.cursor, self.below = 0, 0
+        self.cursor, self.below, self.evaluated = 0, 0, 0
         self.stop: Optional[int] = None
         if self.pos.numel() == 0 or (thr is not None and v_full <= thr):
             self.stop = 0
@@ -183,6 +187,7 @@ class _Walk:
     def record(self, values: Tensor, thr: Optional[float], patience: int) -> None:
         r"""Store the values of the last positions taken; check truncation."""
         self.values[self.pending] = values
+        self.evaluated += int(values.numel())
         if thr is None:
             return
         for q, v in zip(self.pending.tolist(), values.tolist()):
@@ -190,6 +195,20 @@ class _Walk:
             if self.below >= patience:
                 self.stop, self.cursor = q, self.needed.numel()
                 return
+
+    def projected(self, thr: Optional[float]) -> float:
+        r"""States a walk cut short would have needed: those up to the position
+        where the metric, falling linearly from the intact model's value as it did
+        so far, would reach the threshold (all of them without truncation)."""
+        total = float(self.needed.numel())
+        done = self.needed[: self.cursor]
+        if thr is None or done.numel() == 0:
+            return total
+        v0, last = float(self.values[0]), float(self.values[int(done[-1])])
+        if not v0 > last > thr:
+            return total
+        stop = float(done[-1]) * (v0 - thr) / (v0 - last)
+        return float(max((self.needed <= stop).sum(), done.numel()))
 
     def result(self) -> Optional[Tuple[Tensor, Tensor]]:
         r"""``(units, marginals)``, or None for a walk cut short by the budget."""
@@ -272,6 +291,8 @@ class PermutationSampler(Sampler):
         self.chains_per_round = chains_per_round
         self.patience = patience
         self._truncation: Optional[float] = None
+        self._costs: List[int] = []
+        self._projected: Optional[float] = None
 
     def _setup(self, truncation: Optional[float], paper: bool) -> None:
         n = self.game.n_units
@@ -287,6 +308,7 @@ class PermutationSampler(Sampler):
         if self.batch_size == "auto":
             self.batch_size = auto_batch_size(self.game)
         self._truncation = truncation
+        self._costs, self._projected = [], None
 
     @property
     def truncation(self) -> Optional[float]:
@@ -462,7 +484,20 @@ class PermutationSampler(Sampler):
             for w, m in zip(takers, masks):
                 w.record(values[start : start + m.shape[0]], thr, patience)
                 start += m.shape[0]
+        for w in walks:
+            if w.done:
+                self._costs.append(w.evaluated)
+            elif w.evaluated:
+                self._projected = max(self._projected or 0.0, w.projected(thr))
         return [w.result() for w in walks]
+
+    def chain_cost(self) -> Optional[float]:
+        r"""Evaluations a chain takes: the mean over the chains completed so far;
+        without one, what the most advanced chain cut short would have needed
+        (:meth:`_Walk.projected`); None before any evaluation."""
+        if self._costs:
+            return sum(self._costs) / len(self._costs)
+        return self._projected
 
 
 def _pass_rows(walks: List[_Walk], masks: List[Tensor]) -> Any:

@@ -57,7 +57,7 @@ def test_efficiency_in_expectation_with_batches(tiny, tiny_data):
     res = fs.attribute(
         x, target=y, truncation=None, max_permutations=100, seed=0, return_result=True
     )
-    assert res.batch_size == 64 and res.n_permutations == 100
+    assert res.cost.batch_size == 64 and res.n_permutations == 100
     game = fs.game(x, target=y)
     g = torch.Generator().manual_seed(1)
     drops = torch.tensor(

@@ -63,7 +63,7 @@ def test_batched_chains_are_unbiased_for_the_whole_set_values(big):
         seed=0,
         return_result=True,
     )
-    assert res.batch_size == AUTO_BATCH_SIZE
+    assert res.cost.batch_size == AUTO_BATCH_SIZE
     assert ((res.flat_values - exact).abs() <= Z_TOL * res.flat_stderr).all()
     # a batch is cheaper: examples through the model per coalition evaluated
     whole = fs.attribute(
@@ -77,8 +77,8 @@ def test_batched_chains_are_unbiased_for_the_whole_set_values(big):
         seed=0,
         return_result=True,
     )
-    per_eval = res.examples_evaluated / res.n_evaluations
-    assert per_eval < whole.examples_evaluated / whole.n_evaluations / 4
+    per_eval = res.cost.examples / res.n_evaluations
+    assert per_eval < whole.cost.examples / whole.n_evaluations / 4
 
 
 def test_lockstep_chains_on_their_own_batches(big):
@@ -114,9 +114,9 @@ def test_examples_and_time_are_counted(big):
         return_result=True,
     )
     # every evaluation pushes all 600 examples, plus the reference pass
-    assert res.examples_evaluated == 600 * (res.n_evaluations + 1)
-    assert res.batch_size is None and res.wall_time > 0
-    assert f"{res.examples_evaluated:,} examples through the model" in repr(res)
+    assert res.cost.examples == 600 * (res.n_evaluations + 1)
+    assert res.cost.batch_size is None and res.cost.seconds > 0
+    assert f"{res.cost.examples:,} examples through the model" in repr(res)
 
 
 def test_dataloader_is_read_batch_by_batch(big):
@@ -130,7 +130,7 @@ def test_dataloader_is_read_batch_by_batch(big):
         loader = DataLoader(TensorDataset(x, y), batch_size=50, shuffle=shuffle)
         b = fs.attribute(loader, **kw)
         assert torch.allclose(a.flat_values, b.flat_values, atol=1e-12)
-        assert b.batch_size == a.batch_size == AUTO_BATCH_SIZE
+        assert b.cost.batch_size == a.cost.batch_size == AUTO_BATCH_SIZE
     # the dataset is never joined: every forward pass sees at most a batch
     seen = []
     hook = model.conv1.register_forward_pre_hook(lambda m, i: seen.append(len(i[0])))
