@@ -6,13 +6,22 @@ from __future__ import annotations
 
 import functools
 import secrets
+import time
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-from torch import nn, Tensor
 
-from ._inputs import check_positive_int, explain_forward_errors, format_eval_data
+from captum._utils.common import _format_additional_forward_args
+from torch import nn, Tensor
+from torch.utils.data import DataLoader
+
+from ._inputs import (
+    check_finite,
+    check_positive_int,
+    explain_forward_errors,
+    format_eval_data,
+)
 
 from .bounds import AnytimeBound, Bound, make_bound, PaperBound
 from .distributed import Collective, rank_seed
@@ -28,7 +37,7 @@ from .removal import (
     per_tensor,
     resolve_baseline,
 )
-from .result import LayerLayout, ShapleyResult
+from .result import LayerLayout, RunCost, ShapleyResult
 from .sampler import PermutationSampler, Sampler, truncation_threshold
 from .stopping import (
     Callback,
@@ -41,6 +50,7 @@ from .stopping import (
     StoppingRule,
     TopKSeparated,
 )
+from .streaming import cat_targets, LoaderSource, StreamedGame
 
 #: Default ``epsilon``: this fraction of ``|V(all) - V(none)|``.
 DEFAULT_EPSILON = 0.01
@@ -401,9 +411,10 @@ def make_result(
     names: Dict[int, str],
     single: bool,
     top_k: Optional[int],
-    removal: Optional[Tuple[List[int], Tensor, int]],
+    removal: Optional[Tuple[List[int], Tensor, int, int, float]],
 ) -> ShapleyResult:
-    r"""The :class:`ShapleyResult` of a finished run (and refine search)."""
+    r"""The :class:`ShapleyResult` of a finished run and its refine search
+    (``removal``: the set, its curve, its evaluations, examples and seconds)."""
     rules = [r for r in run.stop.leaves() if r.is_interval]
     epsilon = getattr(rules[0], "epsilon", None) if rules else None
     return ShapleyResult(
@@ -427,6 +438,15 @@ def make_result(
         removal_set=removal[0] if removal else None,
         removal_curve=removal[1] if removal else None,
         refine_evaluations=removal[2] if removal else 0,
+        cost=RunCost(
+            examples=run.examples_evaluated + (removal[3] if removal else 0),
+            seconds=time.monotonic() - run.started,
+            setup_seconds=run.setup_time,
+            setup_evaluations=run.setup_evaluations,
+            refine_seconds=removal[4] if removal else 0.0,
+            evaluations_per_chain=run.sampler.chain_cost(),
+            batch_size=getattr(run.sampler, "batch_size", None),
+        ),
     )
 
 
@@ -471,14 +491,35 @@ def estimate(
         show_progress=show_progress,
         started=started,
     ).run()
-    removal: Optional[Tuple[List[int], Tensor, int]] = None
-    if refine is not None:
-        assert top_k is not None
-        before = game.n_evaluations
-        units, curve = refine.search(
-            game, run.stats.mean, top_k, show_progress and Collective().rank == 0
+    warn_unestimated(run)
+    removal: Optional[Tuple[List[int], Tensor, int, int, float]] = None
+    sampled = run.stats.count > 0
+    if refine is not None and int(sampled.sum()) < int(top_k or 0):
+        warnings.warn(
+            f"no removal set: it needs {top_k} units with samples and the run "
+            f"has {int(sampled.sum())}; raise the budget (see the warning above "
+            "or estimate_cost)",
+            UnestimatedWarning,
+            stacklevel=4,
         )
-        removal = (units, curve, game.n_evaluations - before)
+    elif refine is not None:
+        assert top_k is not None
+        before, rows = game.n_evaluations, game.examples_evaluated
+        t0 = time.monotonic()
+        units, curve = refine.search(
+            game,
+            run.stats.mean,
+            top_k,
+            show_progress and Collective().rank == 0,
+            sampled,
+        )
+        removal = (
+            units,
+            curve,
+            game.n_evaluations - before,
+            game.examples_evaluated - rows,
+            time.monotonic() - t0,
+        )
     return make_result(run, game, layout[0], layout[1], top_k, removal)
 
 
@@ -515,13 +556,26 @@ def build_game(
             "`attribute_to_layer_input` must be a bool, got "
             f"{type(attribute_to_layer_input).__name__}"
         )
+    if metric is not None and not callable(metric):
+        raise ValueError(f"`metric` must be callable, got {type(metric).__name__}")
+    device_ids = device_ids_of(attr)
+    if isinstance(inputs, DataLoader):
+        return _streamed_game(
+            attr,
+            inputs,
+            layer_baselines,
+            target,
+            additional_forward_args,
+            layer_mask,
+            attribute_to_layer_input,
+            perturbations_per_eval,
+            metric,
+            cache_activations,
+        )
     xs, target, args = format_eval_data(inputs, target, additional_forward_args)
     n = int(xs[0].shape[0])
     if metric is None:
         target, metric = default_metric(target, n, xs[0].device)
-    elif not callable(metric):
-        raise ValueError(f"`metric` must be callable, got {type(metric).__name__}")
-    device_ids = device_ids_of(attr)
     with model_guard(attr.forward_func), explain_forward_errors(attr._model, xs):
         skip: List[nn.Module] = []
         if cache_activations and attr._model is not None and not device_ids:
@@ -543,16 +597,9 @@ def build_game(
             attribute_to_layer_input,
             device_ids,
         )
-    if isinstance(metric, MeanOutput) and target is None:
-        if outputs[0].numel() != 1:
-            raise ValueError(
-                "`target` is required by the default metric when the model "
-                "returns more than one value per example (outputs of shape "
-                f"{tuple(outputs.shape[1:])}): pass per-example labels "
-                "(accuracy), an output index (its mean), or a `metric`"
-            )
+    _check_target_needed(metric, target, outputs)
     units = attr._units(evals, layer_baselines, layer_mask, attribute_to_layer_input)
-    return UnitGame(
+    game = UnitGame(
         attr.forward_func,
         units,
         xs,
@@ -564,4 +611,160 @@ def build_game(
         (skip, cached),
         args,
         device_ids,
+    )
+    game.examples_evaluated += n  # the reference pass
+    return game
+
+
+def _check_target_needed(metric: Any, target: Any, outputs: Tensor) -> None:
+    if isinstance(metric, MeanOutput) and target is None:
+        if outputs[0].numel() != 1:
+            raise ValueError(
+                "`target` is required by the default metric when the model "
+                "returns more than one value per example (outputs of shape "
+                f"{tuple(outputs.shape[1:])}): pass per-example labels "
+                "(accuracy), an output index (its mean), or a `metric`"
+            )
+
+
+def _model_device(attr: Any) -> Optional[torch.device]:
+    model = attr._model
+    if model is None:
+        return None
+    first = next(iter(model.parameters()), None)
+    return None if first is None else first.device
+
+
+def _streamed_game(
+    attr: Any,
+    loader: DataLoader,
+    layer_baselines: Any,
+    target: Any,
+    additional_forward_args: Any,
+    layer_mask: Any,
+    attribute_to_layer_input: bool,
+    perturbations_per_eval: int,
+    metric: Optional[Callable],
+    cache_activations: bool,
+) -> UnitGame:
+    r"""The game of a ``DataLoader`` of examples (see :mod:`.streaming`): one
+    pass gives the intact model's outputs, the layer means and the targets."""
+    args = _format_additional_forward_args(additional_forward_args)
+    source = LoaderSource(loader, target, args, _model_device(attr))
+    if source.n is not None:
+        _check_loader_lengths(source, target, args)
+    targets: List[Any] = []
+    seen: List[Tensor] = []  # the batch being run, for explain_forward_errors
+
+    def chunks() -> Iterator[Tuple[Tuple[Tensor, ...], Any]]:
+        for b, (xs, tgt, a, _) in enumerate(source.passes()):
+            for i, x in enumerate(xs):
+                part = f" (tensor {i})" if len(xs) > 1 else ""
+                check_finite("inputs", x, f"{part} in DataLoader batch {b}")
+            seen[:] = xs
+            targets.append(tgt)
+            yield xs, a
+
+    device_ids = device_ids_of(attr)
+    with model_guard(attr.forward_func), explain_forward_errors(attr._model, seen):
+        skip: List[nn.Module] = []
+        if cache_activations and attr._model is not None and not device_ids:
+            xs, _, a, _ = next(source.passes())
+            seen[:] = xs
+            skip = trace_prefix(
+                attr._model,
+                attr._layers,
+                tuple(x[:1] for x in xs),
+                subset_args(a, slice(0, 1), int(xs[0].shape[0])),
+                attr.forward_func,
+            )
+        outputs, evals, _ = reference_pass(
+            attr.forward_func,
+            attr._layers,
+            attr._names,
+            (),
+            None,
+            None,
+            (),
+            attribute_to_layer_input,
+            device_ids,
+            chunks=chunks(),
+        )
+    if not targets:
+        raise ValueError("`inputs` is empty: the DataLoader yielded no batch")
+    n = int(outputs.shape[0])
+    whole = cat_targets(targets)
+    if metric is None:
+        whole, metric = default_metric(whole, n, outputs.device)
+        if target is not None:  # the form the metric reads, for drawn batches
+            source.target = default_metric(target, n, outputs.device)[0]
+    _check_target_needed(metric, whole, outputs)
+    units = attr._units(evals, layer_baselines, layer_mask, attribute_to_layer_input)
+    game = StreamedGame(
+        attr.forward_func,
+        units,
+        source,
+        whole,
+        metric,
+        outputs,
+        perturbations_per_eval,
+        attr.internal_batch_size,
+        skip,
+        device_ids,
+    )
+    game.examples_evaluated += n  # the reference pass
+    return game
+
+
+def _check_loader_lengths(source: LoaderSource, target: Any, args: Any) -> None:
+    n = int(source.n or 0)
+    items = target if isinstance(target, (tuple, list)) else [target]
+    for t in items:
+        if isinstance(t, Tensor) and t.dim() > 0 and t.shape[0] != n:
+            raise ValueError(
+                f"`target` has {t.shape[0]} entries but the DataLoader's dataset "
+                f"has {n} examples"
+            )
+    for i, a in enumerate(args or ()):
+        if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] != n:
+            raise ValueError(
+                f"`additional_forward_args` tensor {i} has shape {tuple(a.shape)}; "
+                f"a tensor argument must have one entry per example ({n}) along "
+                "dimension 0, as in Captum (pass other values as non-tensors or "
+                "wrap the model)"
+            )
+
+
+class UnestimatedWarning(RuntimeWarning):
+    r"""A run ended with units that have no sample (its budget completed no
+    chain that reached them): their values are 0 with infinite intervals."""
+
+
+def warn_unestimated(run: Any) -> None:
+    r"""Warn when units have no sample, naming the budget a chain needs."""
+    missing = int((run.stats.count == 0).sum())
+    if not missing:
+        return
+    per_chain = run.sampler.chain_cost()
+    sampled = run.n_evaluations - run.setup_evaluations
+    rate = (run.elapsed - run.setup_time) / sampled if sampled > 0 else None
+    need = ""
+    if per_chain is not None:
+        about = "about" if run.n_permutations else "up to about"
+        need = f"; one chain takes {about} {per_chain:,.0f} evaluations"
+        if rate is not None:
+            need += f" ({per_chain * rate:.3g} s at the {rate:.3g} s per evaluation"
+            need += " measured here)"
+        need += (
+            f", so some {20 * per_chain:,.0f} evaluations buy the 20 chains a "
+            "confidence interval needs"
+        )
+    warnings.warn(
+        f"{missing} of {run.game.n_units} units have no sample: the run stopped "
+        f"({run.stop_reason}) after {run.n_permutations} completed chain(s) and "
+        f"{run.n_evaluations:,} evaluations{need}. Their values are 0 with "
+        "infinite intervals (result.unestimated); raise max_evaluations / "
+        "max_time, or see estimate_cost()",
+        UnestimatedWarning,
+        stacklevel=4,
     )

@@ -9,6 +9,7 @@ statistics (:mod:`.statistics`), the stopping rule and bounds (:mod:`.stopping`,
 from __future__ import annotations
 
 import time
+import warnings
 from typing import (
     Any,
     Callable,
@@ -36,10 +37,12 @@ from ._attr_utils import (
     flat_attributions,
     in_layer_dtype,
     layer_units,
+    UnestimatedWarning,
     unit_values,
 )
 from ._inputs import check_not_scripted, check_positive_int, layer_names, resolve_layers
 from .bounds import Bound
+from .cost import CostEstimate
 from .game import LayerEval, model_guard, module_of, UnitGame
 from .refine import GreedyRefine, make_refine
 from .removal import LayerUnits
@@ -524,6 +527,73 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             gap = torch.tensor(result.convergence_delta, dtype=torch.float64)
             return values, gap
         return values
+
+    def estimate_cost(
+        self,
+        inputs: Inputs,
+        *args: Any,
+        pilot_chains: int = 8,
+        pilot_time: float = 30.0,
+        **kwargs: Any,
+    ) -> CostEstimate:
+        r"""What a budget buys on this game: runs a short pilot of
+        :meth:`attribute` (every unit sampled, until ``pilot_chains`` chains or
+        ``pilot_time`` seconds) and projects from it. The pilot's chain cost
+        is measured, or, when no chain finishes in time, projected from the
+        most advanced one.
+
+        Args:
+            inputs (Tensor, tuple[Tensor, ...] or DataLoader): As for
+                        :meth:`attribute`.
+            *args: Captum's shared arguments of :meth:`attribute` after
+                        ``inputs``, positionally.
+            **kwargs: Keywords of :meth:`attribute` that define the game and
+                        the sampler; budgets, ``top_k``, ``refine``, ``stop``
+                        and the return options do not apply.
+            pilot_chains (int, optional): Chains the pilot runs. Default: 8
+            pilot_time (float, optional): Seconds the pilot runs at most
+                        (setup included). Default: 30.0
+
+        Returns:
+            :class:`~captum_neuron_shapley.cost.CostEstimate`: seconds per
+            evaluation, evaluations per chain, and for a budget
+            (``.budget(max_time=600)``) the chains it buys and the typical
+            standard error of a value; printing it shows a table.
+
+        Examples::
+
+            >>> est = fs.estimate_cost(x_val, target=y_val)
+            >>> print(est)  # chains, evaluations, time and stderr
+            >>> est.budget(max_time=600).chains
+        """
+        for key in (
+            "top_k",
+            "epsilon",
+            "refine",
+            "max_evaluations",
+            "max_permutations",
+            "max_time",
+            "stop",
+            "return_result",
+            "return_convergence_delta",
+        ):
+            if key in kwargs:
+                raise ValueError(
+                    f"`{key}` does not apply to estimate_cost (it runs a pilot of "
+                    "`pilot_chains` chains or `pilot_time` seconds)"
+                )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnestimatedWarning)
+            result = self.attribute(
+                inputs,
+                *args,
+                max_permutations=pilot_chains,
+                max_time=pilot_time,
+                epsilon=0.0,  # every unit in every chain
+                return_result=True,
+                **kwargs,
+            )
+        return CostEstimate.from_result(result)
 
     @accepts_moved_keywords
     @log_usage()

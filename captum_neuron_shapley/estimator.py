@@ -51,9 +51,14 @@ class ShapleyEstimator:
     Attributes:
         stats (RunningStats): Count, mean and variance of every unit's samples.
         n_evaluations (int): Coalitions evaluated (all ranks; setup included).
+        examples_evaluated (int): Examples pushed through the model (all ranks;
+            setup included).
         n_permutations (int): Chains (or coalitions) completed.
         rounds (int): Rounds run.
         elapsed (float): Seconds since ``started``.
+        setup_time (float): Seconds before the first round (the game's setup,
+            and the part of a resumed run before it stopped).
+        setup_evaluations (int): Evaluations before the first round.
         converged (bool): Whether an interval rule was met.
         stop_reason (str): Why the run stopped.
 
@@ -92,14 +97,18 @@ class ShapleyEstimator:
         self.n_permutations = 0
         self.rounds = 0
         self.elapsed = 0.0
+        self.setup_time = 0.0
+        self.setup_evaluations = 0
         self.observed = torch.tensor([0.0, 0.0], dtype=torch.float64)  # min, max
         self.history: List[List[float]] = []
         self.converged = False
         self.stop_reason = "not started"
         self.group = Collective()
         self._radii: Dict[Bound, Tensor] = {}
-        # whole-run count (all ranks); starts with what the game used to set up
-        self.n_evaluations = int(self.group.sum([self.game.n_evaluations])[0])
+        # whole-run counts (all ranks); they start with what the game's setup used
+        setup = self.group.sum([self.game.n_evaluations, self.game.examples_evaluated])
+        self.n_evaluations = int(setup[0])
+        self.examples_evaluated = int(setup[1])
 
     # -- what rules and samplers read ----------------------------------------------
     @property
@@ -132,6 +141,8 @@ class ShapleyEstimator:
     def run(self) -> "ShapleyEstimator":
         r"""Sample until the stopping rule says stop; returns ``self``."""
         self.stop.start(self)
+        self.setup_time = time.monotonic() - self.started
+        self.setup_evaluations = self.n_evaluations
         bar = _Progress(self) if self.show_progress and self.group.rank == 0 else None
         try:
             while True:
@@ -168,6 +179,7 @@ class ShapleyEstimator:
         g = self.group
         max_evals = limits.max_evaluations
         before = self.game.n_evaluations
+        rows_before = self.game.examples_evaluated
         if max_evals is not None:  # this rank's share of the evaluations left
             left = max(max_evals - self.n_evaluations, 0)
             max_evals = before + left // g.world + (g.rank < left % g.world)
@@ -187,9 +199,16 @@ class ShapleyEstimator:
                     low = min(low, float(marginals.min()))
                     high = max(high, float(marginals.max()))
         g.merge(self.stats, delta)
-        d_eval, d_perm = g.sum([self.game.n_evaluations - before, n_chains])
+        d_eval, d_perm, d_rows = g.sum(
+            [
+                self.game.n_evaluations - before,
+                n_chains,
+                self.game.examples_evaluated - rows_before,
+            ]
+        )
         self.n_evaluations += int(d_eval)
         self.n_permutations += int(d_perm)
+        self.examples_evaluated += int(d_rows)
         neg_low, high = g.max([-low, high])
         self.observed = torch.tensor([-neg_low, high], dtype=torch.float64)
 
@@ -208,6 +227,7 @@ class ShapleyEstimator:
             "generators": self.group.gather_states(self.sampler.generator.get_state()),
             "n_permutations": self.n_permutations,
             "n_evaluations": self.n_evaluations,
+            "examples_evaluated": self.examples_evaluated,
             "rounds": self.rounds,
             "elapsed": self.elapsed,
             "observed": self.observed.clone(),
@@ -266,6 +286,7 @@ class ShapleyEstimator:
         self.sampler.generator.set_state(state["generators"][self.group.rank])
         self.n_permutations = int(state["n_permutations"])
         self.n_evaluations = int(state["n_evaluations"])
+        self.examples_evaluated = int(state.get("examples_evaluated", 0))
         self.rounds = int(state.get("rounds", len(state["history"])))
         self.started -= float(state["elapsed"])  # a time budget counts it
         self.observed = state["observed"].to(torch.float64)

@@ -8,7 +8,17 @@ import contextlib
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 from captum._utils.common import (
@@ -29,6 +39,7 @@ from .removal import ablate, layer_tensors, LayerUnits
 
 __all__ = [
     "UnitGame",
+    "Batch",
     "LayerEval",
     "reference_pass",
     "model_guard",
@@ -151,6 +162,7 @@ def reference_pass(
     capture: Sequence[nn.Module] = (),
     attribute_to_layer_input: bool = False,
     device_ids: Optional[List[int]] = None,
+    chunks: Optional[Iterable[Tuple[Tuple[Tensor, ...], Any]]] = None,
 ) -> Tuple[Tensor, List[LayerEval], List[Tensor]]:
     r"""One pass of the intact model over the evaluation inputs.
 
@@ -162,11 +174,22 @@ def reference_pass(
     model cannot be ablated at one of them), and record the outputs of the
     ``capture`` modules (the prefix that :mod:`.prefix` replays).
 
+    ``chunks``, when given, yields ``(inputs, additional_forward_args)`` of
+    successive batches (read from a DataLoader) instead of ``inputs`` cut into
+    ``batch_size`` slices.
+
     Returns:
         The model outputs for all examples, a :class:`LayerEval` per layer, and
         the outputs of the ``capture`` modules for all examples.
     """
-    n = inputs[0].shape[0]
+    n = inputs[0].shape[0] if inputs else 0
+
+    def slices() -> Iterator[Tuple[Tuple[Tensor, ...], Any]]:
+        for sl in _batches(n, batch_size):
+            yield tuple(x[sl] for x in inputs), subset_args(
+                additional_forward_args, sl, n
+            )
+
     where = "takes" if attribute_to_layer_input else "returned"
     rows, expected = [0] * len(layers), [0]
 
@@ -211,14 +234,16 @@ def reference_pass(
                 handles.append(m.register_forward_hook(make_check(i)))
         for m, h in zip(capture, capture_hooks(capture, captured)):
             handles.append(m.register_forward_hook(h))
-        for sl in _batches(n, batch_size):
-            expected[0] += sl.stop - sl.start
+        seen = 0
+        for xs, args in slices() if chunks is None else chunks:
+            expected[0] += xs[0].shape[0]
+            seen += xs[0].shape[0]
             try:
                 saved, out = _forward_layer_distributed_eval(
                     forward_func,
-                    tuple(x[sl] for x in inputs),
+                    xs,
                     list(layers),
-                    additional_forward_args=subset_args(additional_forward_args, sl, n),
+                    additional_forward_args=args,
                     attribute_to_layer_input=attribute_to_layer_input,
                     forward_hook_with_return=True,
                 )
@@ -248,9 +273,66 @@ def reference_pass(
         for h in handles:
             h.remove()
     for ev, s in zip(evals, sums):
-        ev.means = [t / n for t in s]
+        ev.means = [t / seen for t in s]
     prefix = [torch.cat(c) for c in captured]
     return torch.cat(outs), evals, prefix
+
+
+class Batch:
+    r"""Examples a chain is evaluated on: their inputs, target and per-example
+    arguments, the outputs of the replayed prefix modules and of the intact
+    model on them.
+
+    Attributes:
+        inputs (tuple of Tensor): The model inputs, examples along dimension 0.
+        target (Any): The metric's target for these examples.
+        args (tuple, optional): The additional forward arguments for them.
+        prefix (list of Tensor): The replayed prefix modules' outputs on them.
+        full_outputs (Tensor): The intact model's outputs on them.
+        idx (Tensor, optional): Their rows in the game's examples (None for a
+            batch read from a DataLoader).
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[Tensor],
+        target: Any,
+        args: Optional[Tuple[Any, ...]],
+        prefix: Sequence[Tensor],
+        full_outputs: Tensor,
+        idx: Optional[Tensor] = None,
+    ) -> None:
+        self.inputs: Tuple[Tensor, ...] = tuple(inputs)
+        self.target = target
+        self.args = args
+        self.prefix: List[Tensor] = list(prefix)
+        self.full_outputs = full_outputs
+        self.idx = idx
+
+    @property
+    def n(self) -> int:
+        return int(self.inputs[0].shape[0])
+
+
+Rows = Union[None, Tensor, Batch, Sequence[Batch]]
+
+
+def _cat_args(
+    args: Sequence[Optional[Tuple[Any, ...]]],
+) -> Optional[Tuple[Any, ...]]:
+    r"""The additional forward arguments of coalitions on different batches, in
+    one pass: tensors concatenated (as Captum repeats them for one batch), other
+    arguments as they are."""
+    if args[0] is None:
+        return None
+    return tuple(
+        (
+            torch.cat([a[i] for a in args])  # type: ignore[index]
+            if isinstance(first, Tensor) and first.dim() > 0
+            else first
+        )
+        for i, first in enumerate(args[0])
+    )
 
 
 class UnitGame:
@@ -282,6 +364,9 @@ class UnitGame:
     Attributes:
         n_evaluations (int): Coalitions evaluated by running the model.
         n_forward (int): Forward passes made.
+        examples_evaluated (int): Examples pushed through the model (an example
+            evaluated for ``M`` coalitions counts ``M`` times; the replayed
+            prefix is not run, but its examples count).
     """
 
     def __init__(
@@ -312,14 +397,16 @@ class UnitGame:
         self.full_outputs: Tensor = full_outputs
         self.perturbations_per_eval: int = perturbations_per_eval
         self.batch_size: Optional[int] = batch_size
-        self.n_examples: int = int(inputs[0].shape[0])
+        self.n_examples: int = int(inputs[0].shape[0]) if inputs else 0
         sizes = [u.n_units for u in self.units]
         self.n_units: int = sum(sizes)
         self.offsets: List[int] = [0] + list(torch.tensor(sizes).cumsum(0).tolist())
-        self.device: torch.device = inputs[0].device
+        self.device: torch.device = inputs[0].device if inputs else torch.device("cpu")
         self.n_evaluations: int = 0
         self.n_forward: int = 0
+        self.examples_evaluated: int = 0
         self._empty_outputs: Optional[Tensor] = None
+        self._whole: Optional[Batch] = None
         # one-coalition passes fold removal into conv/linear weights, except
         # under DataParallel, whose replicas copy the patched instances
         owner = getattr(model, "__self__", model)
@@ -328,10 +415,68 @@ class UnitGame:
             and any(isinstance(m, nn.DataParallel) for m in owner.modules())
         )
 
+    # -- examples ---------------------------------------------------------------
+    @property
+    def streamed(self) -> bool:
+        r"""Whether the examples are read from a DataLoader pass by pass (not
+        held in memory)."""
+        return False
+
+    def whole(self) -> Batch:
+        r"""All the examples, as one :class:`Batch` (no copy)."""
+        if self._whole is None:
+            self._whole = Batch(
+                self.inputs,
+                self.target,
+                self.additional_forward_args,
+                self.prefix_outputs,
+                self.full_outputs,
+            )
+        return self._whole
+
+    def batch(self, idx: Tensor) -> Batch:
+        r"""The examples ``idx`` (a 1-d index tensor) as a :class:`Batch`."""
+        n = self.n_examples
+        dev = [x.device for x in self.inputs]
+        return Batch(
+            [x[idx.to(d)] for x, d in zip(self.inputs, dev)],
+            subset_target(self.target, idx, n),
+            subset_args(self.additional_forward_args, idx, n),
+            [c[idx.to(c.device)] for c in self.prefix_outputs],
+            self.full_outputs[idx.to(self.full_outputs.device)],
+            idx,
+        )
+
+    def draw(self, generator: torch.Generator, size: int) -> Batch:
+        r"""``size`` examples drawn uniformly at random without replacement."""
+        idx = torch.randperm(self.n_examples, generator=generator)[:size]
+        return self.batch(idx)
+
+    def _rows(self, rows: Rows) -> Union[Batch, List[Batch]]:
+        if rows is None:
+            return self.whole()
+        if isinstance(rows, Tensor):
+            return self.batch(rows)
+        if isinstance(rows, Batch):
+            return rows
+        return list(rows)
+
     # -- metric ---------------------------------------------------------------
-    def score(self, outputs: Tensor, idx: Optional[Tensor]) -> Tensor:
-        r"""Metric of outputs ``(M, n, ...)``; returns float64 ``(M,)`` on CPU."""
-        target = subset_target(self.target, idx, self.n_examples)
+    def score(self, outputs: Tensor, rows: Rows = None) -> Tensor:
+        r"""Metric of outputs ``(M, n, ...)`` on the examples ``rows`` (all, an
+        index tensor, a :class:`Batch`, or one batch per coalition); returns
+        float64 ``(M,)`` on CPU."""
+        rows = self._rows(rows)
+        if isinstance(rows, Batch):
+            return self._score(outputs, rows.target)
+        vals = torch.empty(outputs.shape[0], dtype=torch.float64)
+        start = 0
+        for end in _runs(rows):
+            vals[start:end] = self._score(outputs[start:end], rows[start].target)
+            start = end
+        return vals
+
+    def _score(self, outputs: Tensor, target: Any) -> Tensor:
         batched = getattr(self.metric, "batched", None)
         if batched is not None:
             vals = batched(outputs, target).detach().to("cpu", torch.float64)
@@ -349,31 +494,17 @@ class UnitGame:
         r"""Cut ``(M, n_units)`` masks into one ``(M, n_layer_units)`` per layer."""
         return [keep[:, a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]
 
-    def outputs(self, keep: Tensor, idx: Optional[Tensor] = None) -> Tensor:
+    def outputs(self, keep: Tensor, rows: Rows = None) -> Tensor:
         r"""Model outputs ``(M, n, ...)`` for ``M`` coalitions given as a boolean
-        ``(M, n_units)`` mask of present units, on examples ``idx`` (all if None).
-        The model runs in eval mode without gradients; its flags are restored."""
-
-        def pick(xs: Sequence[Tensor]) -> List[Tensor]:
-            return list(xs) if idx is None else [x[idx.to(x.device)] for x in xs]
-
-        keep = keep.cpu()
-        args = self.additional_forward_args
-        if idx is not None:
-            args = subset_args(args, idx, self.n_examples)
+        ``(M, n_units)`` mask of present units, on the examples ``rows`` (all, an
+        index tensor, a :class:`Batch`, or one batch of equal size per
+        coalition). The model runs in eval mode without gradients; its flags are
+        restored."""
         with model_guard(self.model):
-            return self._outputs(
-                keep, pick(self.inputs), pick(self.prefix_outputs), args
-            )
+            return self._outputs(keep.cpu(), self._rows(rows))
 
-    def _outputs(
-        self,
-        keep: Tensor,
-        inputs: List[Tensor],
-        cached: List[Tensor],
-        args: Optional[Tuple[Any, ...]],
-    ) -> Tensor:
-        n = inputs[0].shape[0]
+    def _outputs(self, keep: Tensor, rows: Union[Batch, List[Batch]]) -> Tensor:
+        n = rows.n if isinstance(rows, Batch) else rows[0].n
         chunks = []
         for a in range(0, keep.shape[0], self.perturbations_per_eval):
             k = keep[a : a + self.perturbations_per_eval]
@@ -382,11 +513,10 @@ class UnitGame:
             per_layer = [
                 None if bool(p.all()) else p.to(self.device) for p in self.split(k)
             ]
+            part = rows if isinstance(rows, Batch) else rows[a : a + m]
             cols = []
             for sl in _batches(n, self.batch_size):
-                rep = [repeat_for(x[sl], m) for x in inputs]
-                fixed = [repeat_for(c[sl], m) for c in cached]
-                rep_args = _expand_additional_forward_args(subset_args(args, sl, n), m)
+                rep, fixed, rep_args = _stack(part, sl, m)
                 hooks = ablate(
                     self.units,
                     per_layer,
@@ -397,40 +527,93 @@ class UnitGame:
                 with replay(self.prefix_modules, fixed), hooks:
                     out = _forward(self.model, rep, rep_args)
                 self.n_forward += 1
+                self.examples_evaluated += m * (sl.stop - sl.start)
                 cols.append(out.reshape(m, -1, *out.shape[1:]))
             chunks.append(torch.cat(cols, 1))
             self.n_evaluations += m
         return torch.cat(chunks, 0)
 
-    def value(self, keep: Tensor, idx: Optional[Tensor] = None) -> Tensor:
-        r"""``V`` of each coalition in the ``(M, n_units)`` mask, float64 on CPU.
+    def value(self, keep: Tensor, rows: Rows = None) -> Tensor:
+        r"""``V`` of each coalition in the ``(M, n_units)`` mask, float64 on CPU,
+        on the examples ``rows`` (all, an index tensor, a :class:`Batch`, or one
+        batch of equal size per coalition).
 
         The outputs of the intact model and of the model with every unit removed are
         cached, so those two coalitions cost nothing after the first time.
         """
         keep = keep.bool()
+        rows = self._rows(rows)
+        per_row = [rows] * keep.shape[0] if isinstance(rows, Batch) else rows
         vals = torch.empty(keep.shape[0], dtype=torch.float64)
         full, empty = keep.all(1), ~keep.any(1)
-        if bool(full.any()):
-            vals[full] = self.full_value(idx)
-        if bool(empty.any()):
-            vals[empty] = self.empty_value(idx)
+        for i in (full | empty).nonzero().flatten().tolist():
+            b = per_row[i]
+            vals[i] = self.full_value(b) if bool(full[i]) else self.empty_value(b)
         rest = (~(full | empty)).nonzero().flatten()
         if rest.numel():
-            vals[rest] = self.score(self.outputs(keep[rest], idx), idx)
+            part: Union[Batch, List[Batch]] = (
+                rows if isinstance(rows, Batch) else [rows[i] for i in rest.tolist()]
+            )
+            vals[rest] = self.score(self.outputs(keep[rest], part), part)
         return vals
 
-    def full_value(self, idx: Optional[Tensor] = None) -> float:
-        out = self.full_outputs if idx is None else self.full_outputs[idx]
-        return float(self.score(out.unsqueeze(0), idx)[0])
+    def full_value(self, rows: Rows = None) -> float:
+        r"""``V`` of the intact model on ``rows`` (default: all examples)."""
+        b = self._rows(rows)
+        assert isinstance(b, Batch), "one batch"
+        return float(self.score(b.full_outputs.unsqueeze(0), b)[0])
 
-    def empty_value(self, idx: Optional[Tensor] = None) -> float:
-        r"""``V`` with every unit removed (its outputs are computed once and cached)."""
+    def empty_value(self, rows: Rows = None) -> float:
+        r"""``V`` with every unit removed (its outputs on all examples are
+        computed once and cached)."""
         if self._empty_outputs is None:
             none = torch.zeros(1, self.n_units, dtype=torch.bool)
             self._empty_outputs = self.outputs(none)[0]
-        out = self._empty_outputs if idx is None else self._empty_outputs[idx]
-        return float(self.score(out.unsqueeze(0), idx)[0])
+        b = self._rows(rows)
+        assert isinstance(b, Batch), "one batch"
+        if b is self._whole:
+            out = self._empty_outputs
+        elif b.idx is not None:
+            out = self._empty_outputs[b.idx.to(self._empty_outputs.device)]
+        else:
+            none = torch.zeros(1, self.n_units, dtype=torch.bool)
+            out = self.outputs(none, b)[0]
+        return float(self.score(out.unsqueeze(0), b)[0])
+
+
+def _runs(rows: Sequence[Batch]) -> List[int]:
+    r"""Ends of the runs of consecutive coalitions on the same batch."""
+    ends = [i for i in range(1, len(rows)) if rows[i] is not rows[i - 1]]
+    return ends + [len(rows)]
+
+
+def _stack(
+    part: Union[Batch, Sequence[Batch]], sl: slice, m: int
+) -> Tuple[List[Tensor], List[Tensor], Optional[Tuple[Any, ...]]]:
+    r"""The inputs, replayed prefix outputs and arguments of a pass over ``m``
+    coalitions, coalition-major, on the examples ``sl`` of ``part`` (one batch
+    repeated, or one batch per coalition)."""
+    if isinstance(part, Batch):
+        n = part.n
+        return (
+            [repeat_for(x[sl], m) for x in part.inputs],
+            [repeat_for(c[sl], m) for c in part.prefix],
+            _expand_additional_forward_args(subset_args(part.args, sl, n), m),
+        )
+    n = part[0].n
+    if any(b.n != n for b in part):
+        raise ValueError("coalitions evaluated together need batches of one size")
+    return (
+        [
+            torch.cat([b.inputs[i][sl] for b in part])
+            for i in range(len(part[0].inputs))
+        ],
+        [
+            torch.cat([b.prefix[i][sl] for b in part])
+            for i in range(len(part[0].prefix))
+        ],
+        _cat_args([subset_args(b.args, sl, n) for b in part]),
+    )
 
 
 def _as_float(v: Any) -> float:

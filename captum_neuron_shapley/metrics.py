@@ -41,9 +41,22 @@ __all__ = [
 
 
 class Metric:
-    r"""Base class of the shipped metrics: ``batched`` scores many coalitions."""
+    r"""Base class of the shipped metrics: ``batched`` scores many coalitions.
+
+    Attributes:
+        bounds (tuple, optional): The interval the metric lives in (None:
+            unbounded).
+        decomposable (bool): Whether the metric of a set of examples is the mean
+            of per-example terms (accuracy, cross-entropy, a mean output). Then
+            its mean over random batches is its value on the whole set, and so
+            are the Shapley values (they are linear in the game): permutation
+            chains may each be evaluated on a random batch (see
+            :class:`~captum_neuron_shapley.sampler.PermutationSampler`). Ratios
+            such as a class's recall or a subgroup's accuracy are not.
+    """
 
     bounds: Optional[Tuple[float, float]] = None
+    decomposable: bool = False
 
     def batched(self, outputs: Tensor, target: Any) -> Tensor:
         raise NotImplementedError
@@ -68,6 +81,7 @@ def _labels(target: Any, name: str) -> Tensor:
 class Accuracy(Metric):
     r"""Top-1 accuracy: fraction of examples whose arg-max output equals the label."""
 
+    decomposable = True
     bounds = (0.0, 1.0)
 
     def batched(self, outputs: Tensor, target: Any) -> Tensor:
@@ -103,6 +117,7 @@ class ClassRecall(Metric):
 class NegativeCrossEntropy(Metric):
     r"""Minus the mean cross-entropy of the outputs (logits) against the labels."""
 
+    decomposable = True
     bounds = None
 
     def batched(self, outputs: Tensor, target: Any) -> Tensor:
@@ -149,6 +164,7 @@ class MeanOutput(Metric):
     Unbounded (the confidence bounds use the observed range of marginals).
     """
 
+    decomposable = True
     bounds = None
 
     def batched(self, outputs: Tensor, target: Any) -> Tensor:

@@ -125,6 +125,10 @@ class MSRSampler(Sampler):
         r"""Four rounds of 8 coalitions."""
         return MSR_MIN_SAMPLES
 
+    def chain_cost(self) -> Optional[float]:
+        r"""One evaluation per coalition (a sample of every unit)."""
+        return 1.0
+
     def settings(self) -> Dict[str, Any]:
         return {**super().settings(), "coalitions_per_round": self.per_round}
 

@@ -2,6 +2,7 @@ r"""The result of a Neuron Shapley run, laid out per layer the Captum way."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from torch import nn, Tensor
 from ._inputs import resolve_layer
 from .removal import filter_groups, LayerUnits
 
-__all__ = ["ShapleyResult", "LayerLayout", "atomic_save", "safe_load"]
+__all__ = ["ShapleyResult", "LayerLayout", "RunCost", "atomic_save", "safe_load"]
 
 Formatted = Union[
     Tensor, Tuple[Tensor, ...], Tuple[Union[Tensor, Tuple[Tensor, ...]], ...]
@@ -85,6 +86,36 @@ class LayerLayout:
 
 
 @dataclass
+class RunCost:
+    r"""What a run cost, and what it measured of the model's speed.
+
+    Attributes:
+        examples (int): Examples pushed through the model, setup and refinement
+            included (an example evaluated for ``M`` coalitions counts ``M``
+            times): the run's forward work.
+        seconds (float): Wall time, setup and refinement included.
+        setup_seconds (float): Seconds before sampling started (the intact
+            model's pass, the baselines, ``V(none)``).
+        setup_evaluations (int): Coalitions evaluated before sampling started.
+        refine_seconds (float): Seconds of the removal-set search.
+        evaluations_per_chain (float, optional): Coalitions a permutation chain
+            took: the mean over the completed chains; with none completed, what
+            the most advanced chain would have needed (projected from how fast
+            the metric fell); 1 per coalition for ``MSRSampler``.
+        batch_size (int, optional): Examples each chain was evaluated on (a
+            random batch per chain); None: all the examples.
+    """
+
+    examples: int = 0
+    seconds: float = 0.0
+    setup_seconds: float = 0.0
+    setup_evaluations: int = 0
+    refine_seconds: float = 0.0
+    evaluations_per_chain: Optional[float] = None
+    batch_size: Optional[int] = None
+
+
+@dataclass
 class ShapleyResult:
     r"""Estimated Shapley values of units for a dataset-level metric.
 
@@ -124,6 +155,8 @@ class ShapleyResult:
             ``j`` units of ``removal_set`` (length ``top_k + 1``).
         refine_evaluations (int): Coalitions the refinement evaluated (included
             in ``n_evaluations``).
+        cost (RunCost): What the run cost (examples pushed through the model,
+            seconds) and what it measured of the model's speed.
     """
 
     flat_values: Tensor
@@ -146,6 +179,7 @@ class ShapleyResult:
     removal_set: Optional[List[int]] = None
     removal_curve: Optional[Tensor] = None
     refine_evaluations: int = 0
+    cost: "RunCost" = field(default_factory=lambda: RunCost())
 
     # -- layout ------------------------------------------------------------
     def _format(self, flat: Tensor) -> Formatted:
@@ -182,6 +216,13 @@ class ShapleyResult:
     @property
     def upper(self) -> Formatted:
         return self._format(self.flat_values + self.flat_radius)
+
+    @property
+    def unestimated(self) -> Tensor:
+        r"""Boolean mask (flat) of the units without a single sample: no
+        completed chain reached them (their value is 0 and their interval
+        infinite; a larger budget is needed)."""
+        return self.counts == 0
 
     @property
     def convergence_delta(self) -> float:
@@ -275,6 +316,23 @@ class ShapleyResult:
             f"{self.n_permutations} permutations, {self.n_evaluations} evaluations, "
             f"{status}; V(all)={self.full_value:.4g}, V(none)={self.empty_value:.4g})"
         ]
+        c = self.cost
+        if c.examples:
+            per = (
+                "all examples"
+                if c.batch_size is None
+                else f"batches of {c.batch_size} examples"
+            )
+            lines.append(
+                f"  cost: {c.examples:,} examples through the model in "
+                f"{c.seconds:.1f} s; chains on {per}"
+            )
+        missing = int(self.unestimated.sum())
+        if missing:
+            lines.append(
+                f"  {missing} of {self.n_units} unit(s) UNESTIMATED: no completed "
+                "chain reached them (value 0, interval infinite); raise the budget"
+            )
         crowd = self.boundary_crowding()
         if crowd is not None:
             lines.append(
@@ -337,6 +395,7 @@ class ShapleyResult:
                 "refine_evaluations",
             )
         }
+        state["cost"] = dataclasses.asdict(self.cost)
         state["layers"] = [
             {
                 "name": lay.name,
@@ -357,6 +416,7 @@ class ShapleyResult:
     def from_state_dict(cls, state: Dict[str, Any]) -> "ShapleyResult":
         state = dict(state)
         state["layers"] = [LayerLayout(**lay) for lay in state["layers"]]
+        state["cost"] = RunCost(**state.get("cost", {}))
         return cls(**state)
 
     def save(self, path: Union[str, os.PathLike]) -> None:

@@ -22,12 +22,12 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .game import UnitGame
+from .game import Batch, UnitGame
 from .stopping import Limits
 
 __all__ = [
@@ -38,6 +38,8 @@ __all__ = [
     "truncation_threshold",
     "AUTO_TRUNCATION_FRACTION",
     "DEFAULT_STRATA",
+    "AUTO_BATCH_SIZE",
+    "auto_batch_size",
 ]
 
 #: One round's samples: ``(units, values)`` pairs (one sample of each listed
@@ -96,6 +98,10 @@ class Sampler:
         r"""Samples a unit needs before an asymptotic interval is trusted."""
         return 20
 
+    def chain_cost(self) -> Optional[float]:
+        r"""Evaluations one sample takes (a chain, or a coalition), if known."""
+        return None
+
     def sample(self, active: Tensor, limits: Limits, run: Any = None) -> Samples:
         r"""Draw one round of samples.
 
@@ -139,10 +145,16 @@ class _Walk:
     r"""The state of one chain: which states it needs, what it has measured."""
 
     def __init__(
-        self, perm: Tensor, active: Tensor, v_full: float, thr: Optional[float]
+        self,
+        perm: Tensor,
+        active: Tensor,
+        v_full: float,
+        thr: Optional[float],
+        batch: Optional[Batch] = None,
     ) -> None:
         n = perm.numel()
         self.perm = perm
+        self.batch = batch
         self.pos = active[perm].nonzero().flatten()  # positions of active units
         self.rank = torch.empty(n, dtype=torch.long)
         self.rank[perm] = torch.arange(n)
@@ -150,7 +162,7 @@ class _Walk:
         self.values[0] = v_full
         needed = torch.unique(torch.cat([self.pos, self.pos + 1]))
         self.needed = needed[needed > 0]
-        self.cursor, self.below = 0, 0
+        self.cursor, self.below, self.evaluated = 0, 0, 0
         self.stop: Optional[int] = None
         if self.pos.numel() == 0 or (thr is not None and v_full <= thr):
             self.stop = 0
@@ -175,6 +187,7 @@ class _Walk:
     def record(self, values: Tensor, thr: Optional[float], patience: int) -> None:
         r"""Store the values of the last positions taken; check truncation."""
         self.values[self.pending] = values
+        self.evaluated += int(values.numel())
         if thr is None:
             return
         for q, v in zip(self.pending.tolist(), values.tolist()):
@@ -182,6 +195,20 @@ class _Walk:
             if self.below >= patience:
                 self.stop, self.cursor = q, self.needed.numel()
                 return
+
+    def projected(self, thr: Optional[float]) -> float:
+        r"""States a walk cut short would have needed: those up to the position
+        where the metric, falling linearly from the intact model's value as it did
+        so far, would reach the threshold (all of them without truncation)."""
+        total = float(self.needed.numel())
+        done = self.needed[: self.cursor]
+        if thr is None or done.numel() == 0:
+            return total
+        v0, last = float(self.values[0]), float(self.values[int(done[-1])])
+        if not v0 > last > thr:
+            return total
+        stop = float(done[-1]) * (v0 - thr) / (v0 - last)
+        return float(max((self.needed <= stop).sum(), done.numel()))
 
     def result(self) -> Optional[Tuple[Tensor, Tensor]]:
         r"""``(units, marginals)``, or None for a walk cut short by the budget."""
@@ -209,10 +236,18 @@ class PermutationSampler(Sampler):
             :class:`~captum_neuron_shapley.bounds.PaperBound`
         antithetic (bool, optional): Pair each chain with its reversed order (the
             pair's mean marginal is one sample). Default: False
-        batch_size (int, optional): Evaluate each chain on this many examples
-            drawn at random without replacement (the same ones along the whole
-            chain, fresh ones for the next chain), as the original paper did.
-            Default: None (every chain on all examples)
+        batch_size (int, str or None, optional): Evaluate each chain on this
+            many examples drawn at random without replacement (the same ones
+            along the whole chain, fresh ones for the next chain), as the
+            original paper did. The values are the same as on all examples when
+            the metric is a mean over examples (its ``decomposable``), since the
+            Shapley value is linear in the game; each evaluation costs a fraction
+            of one on all examples, and the noise of the batch is part of every
+            sample, so the intervals include it. ``"auto"``:
+            :func:`auto_batch_size` (64 examples for a mean-over-examples metric
+            on more than 128 examples, all examples otherwise). None: every
+            chain on all examples. With a ``DataLoader``, batches are read from
+            it (see :mod:`captum_neuron_shapley.streaming`). Default: ``"auto"``
         chains_per_round (int, optional): Sets of chains (one chain, an
             antithetic pair or a cycle of ``strata`` shifts) walked together,
             their states sharing forward passes of ``perturbations_per_eval``
@@ -235,16 +270,14 @@ class PermutationSampler(Sampler):
         self,
         strata: Optional[int] = None,
         antithetic: bool = False,
-        batch_size: Optional[int] = None,
+        batch_size: Union[None, int, str] = "auto",
         chains_per_round: int = 1,
         patience: Optional[int] = None,
     ) -> None:
-        for arg, value in (
-            ("strata", strata),
-            ("batch_size", batch_size),
-            ("patience", patience),
-        ):
+        for arg, value in (("strata", strata), ("patience", patience)):
             _check_positive_int(arg, value)
+        if batch_size != "auto":
+            _check_positive_int("batch_size", batch_size)
         _check_positive_int("chains_per_round", chains_per_round, allow_none=False)
         if not isinstance(antithetic, bool):
             raise ValueError(f"`antithetic` must be a bool, got {antithetic!r}")
@@ -258,6 +291,8 @@ class PermutationSampler(Sampler):
         self.chains_per_round = chains_per_round
         self.patience = patience
         self._truncation: Optional[float] = None
+        self._costs: List[int] = []
+        self._projected: Optional[float] = None
 
     def _setup(self, truncation: Optional[float], paper: bool) -> None:
         n = self.game.n_units
@@ -270,7 +305,10 @@ class PermutationSampler(Sampler):
             )
         if self.patience is None:
             self.patience = PAPER_PATIENCE if paper else 1
+        if self.batch_size == "auto":
+            self.batch_size = auto_batch_size(self.game)
         self._truncation = truncation
+        self._costs, self._projected = [], None
 
     @property
     def truncation(self) -> Optional[float]:
@@ -297,11 +335,21 @@ class PermutationSampler(Sampler):
             "patience": self.patience,
         }
 
-    def _subset(self) -> Optional[Tensor]:
-        n = self.game.n_examples
-        if self.batch_size is None or self.batch_size >= n:
+    def _subset(self) -> Optional[Batch]:
+        r"""The examples of the next set of chains (None: all of them)."""
+        size = self.batch_size  # an int or None once bound
+        if not isinstance(size, int) or (
+            not self.game.streamed and size >= self.game.n_examples
+        ):
             return None
-        return torch.randperm(n, generator=self.generator)[: self.batch_size]
+        return self.game.draw(self.generator, size)
+
+    @property
+    def examples_per_chain(self) -> int:
+        r"""Examples each chain is evaluated on."""
+        n = self.game.n_examples
+        size = self.batch_size
+        return n if not isinstance(size, int) else min(size, n)
 
     def _draw_set(self, size: int) -> List[Tensor]:
         r"""One random removal order and its companions: its reverse (antithetic),
@@ -334,23 +382,18 @@ class PermutationSampler(Sampler):
         limit = self.chains_per_round * self.set_size
         if limits.max_samples is not None:
             limit = min(limit, limits.max_samples)
-        groups: List[Tuple[List[Tensor], Optional[Tensor]]] = []  # walked together
+        perms: List[Tensor] = []
+        batches: List[Optional[Batch]] = []
         sizes: List[int] = []  # chains per set, in walking order
-        drawn = 0
-        while drawn < limit:
-            chains = self._draw_set(min(self.set_size, limit - drawn))
-            drawn += len(chains)
+        while len(perms) < limit:
+            chains = self._draw_set(min(self.set_size, limit - len(perms)))
             sizes.append(len(chains))
-            idx = self._subset()  # one set, the same examples
-            if idx is None and groups:
-                groups[0][0].extend(chains)
-            else:
-                groups.append((chains, idx))
-        walked: List[Optional[Tuple[Tensor, Tensor]]] = []
-        for perms, idx in groups:
-            walked.extend(
-                self.walk(perms, active, idx, limits.max_evaluations, limits.deadline)
-            )
+            batch = self._subset()  # one set, the same examples
+            perms += chains
+            batches += [batch] * len(chains)
+        walked = self.walk(
+            perms, active, batches, limits.max_evaluations, limits.deadline
+        )
         done = sum(w is not None for w in walked)
         if self.set_size > 1:
             walked = self._set_means(walked, sizes)
@@ -381,22 +424,24 @@ class PermutationSampler(Sampler):
         self,
         perm: Tensor,
         active: Tensor,
-        idx: Optional[Tensor] = None,
+        batch: Optional[Batch] = None,
         max_evaluations: Optional[int] = None,
     ) -> Optional[Tuple[Tensor, Tensor]]:
-        r"""Walk one removal order ``perm``; returns ``(units, marginals)``, or
-        None when ``max_evaluations`` cut it short."""
-        return self.walk([perm], active, idx, max_evaluations)[0]
+        r"""Walk one removal order ``perm`` (on ``batch``, or on all examples);
+        returns ``(units, marginals)``, or None when ``max_evaluations`` cut it
+        short."""
+        return self.walk([perm], active, [batch], max_evaluations)[0]
 
     def walk(
         self,
         perms: List[Tensor],
         active: Tensor,
-        idx: Optional[Tensor] = None,
+        batches: Optional[Sequence[Optional[Batch]]] = None,
         max_evaluations: Optional[int] = None,
         deadline: Optional[float] = None,
     ) -> List[Optional[Tuple[Tensor, Tensor]]]:
-        r"""Walk removal orders on the same examples in lockstep: each forward pass
+        r"""Walk removal orders in lockstep, each on its own examples
+        (``batches``, one per order; None: all examples): each forward pass
         evaluates up to ``perturbations_per_eval`` states, shared fairly among the
         chains still running; truncation is checked per chain after each pass.
         Stops once the game's evaluation count reaches ``max_evaluations``; when
@@ -405,8 +450,11 @@ class PermutationSampler(Sampler):
         running chains unfinished) once ``time.monotonic()`` passes
         ``deadline``."""
         thr, patience = self.truncation, int(self.patience or 1)
-        v_full = self.game.full_value(idx)
-        walks = [_Walk(p, active, v_full, thr) for p in perms]
+        batches = list(batches) if batches is not None else [None] * len(perms)
+        walks = [
+            _Walk(p, active, self.game.full_value(b), thr, b)
+            for p, b in zip(perms, batches)
+        ]
         while True:
             running = [w for w in walks if not w.done]
             budget = left = self.game.perturbations_per_eval
@@ -431,12 +479,62 @@ class PermutationSampler(Sampler):
                     break
                 masks.append(w.take(k))
                 takers.append(w)
-            values = self.game.value(torch.cat(masks), idx)
+            values = self.game.value(torch.cat(masks), _pass_rows(takers, masks))
             start = 0
             for w, m in zip(takers, masks):
                 w.record(values[start : start + m.shape[0]], thr, patience)
                 start += m.shape[0]
+        for w in walks:
+            if w.done:
+                self._costs.append(w.evaluated)
+            elif w.evaluated:
+                self._projected = max(self._projected or 0.0, w.projected(thr))
         return [w.result() for w in walks]
+
+    def chain_cost(self) -> Optional[float]:
+        r"""Evaluations a chain takes: the mean over the chains completed so far;
+        without one, what the most advanced chain cut short would have needed
+        (:meth:`_Walk.projected`); None before any evaluation."""
+        if self._costs:
+            return sum(self._costs) / len(self._costs)
+        return self._projected
+
+
+def _pass_rows(walks: List[_Walk], masks: List[Tensor]) -> Any:
+    r"""The examples of a pass: all (None), one batch shared by every state, or
+    one batch per state."""
+    first = walks[0].batch
+    if all(w.batch is first for w in walks):
+        return first
+    return [w.batch for w, m in zip(walks, masks) for _ in range(m.shape[0])]
+
+
+#: Examples per chain of ``batch_size="auto"``.
+AUTO_BATCH_SIZE = 64
+
+
+def auto_batch_size(game: UnitGame) -> Optional[int]:
+    r"""The examples each chain is evaluated on by default: all of them unless
+    the metric is a mean over examples (``decomposable``) and there are more
+    than ``2 * AUTO_BATCH_SIZE``; then :data:`AUTO_BATCH_SIZE`, or more for a
+    metric that counts examples (bounded in ``[0, 1]``, such as accuracy) when
+    the drop from ``V(all)`` to ``V(none)`` is small: at least 40 examples per
+    unit of that drop, so that the truncation threshold (5% of the drop above
+    ``V(none)``) lies at least two examples from ``V(none)`` on a batch. Small
+    slices (one class's examples) keep the whole set; so do ratio metrics
+    (recall, subgroup accuracy), whose value on a batch is not an unbiased
+    estimate of their value on the set."""
+    n = game.n_examples
+    if not getattr(game.metric, "decomposable", False):
+        return None
+    if n <= 2 * AUTO_BATCH_SIZE:
+        return None
+    size = AUTO_BATCH_SIZE
+    if getattr(game.metric, "bounds", None) == (0.0, 1.0):
+        drop = abs(game.full_value() - game.empty_value())
+        if drop > 0:
+            size = max(size, math.ceil(2.0 / (AUTO_TRUNCATION_FRACTION * drop)))
+    return None if size >= n else size
 
 
 #: Cycles of this many cyclic shifts by default (see ``PermutationSampler``).

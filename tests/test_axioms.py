@@ -2,7 +2,11 @@
 
 import torch
 
-from captum_neuron_shapley import FilterShapley, NegativeCrossEntropy
+from captum_neuron_shapley import (
+    FilterShapley,
+    NegativeCrossEntropy,
+    PermutationSampler,
+)
 from torch import nn
 
 from .conftest import exact_shapley, TinyCNN, Z_TOL
@@ -11,13 +15,16 @@ from .conftest import exact_shapley, TinyCNN, Z_TOL
 def test_efficiency_without_truncation(tiny, tiny_data):
     (x, y), _ = tiny_data
     fs = FilterShapley(tiny, [tiny.conv1, tiny.conv2])
-    # With every unit sampled in every chain and no truncation, each chain's
-    # marginals telescope to V(all) - V(none): the gap is zero up to rounding.
+    # With every unit sampled in every chain, chains on all examples and no
+    # truncation, each chain's marginals telescope to V(all) - V(none): the gap
+    # is zero up to rounding.
+    whole = PermutationSampler(batch_size=None)
     _, delta = fs.attribute(
         x,
         target=y,
         truncation=None,
         epsilon=0.0,
+        sampler=whole,
         max_permutations=25,
         seed=0,
         return_convergence_delta=True,
@@ -27,10 +34,42 @@ def test_efficiency_without_truncation(tiny, tiny_data):
     # being the first state at or below the threshold: the gap is the mean of
     # V(stop) - V(none) over chains, reported as it is (not forced to zero).
     res = fs.attribute(
-        x, target=y, truncation=0.9, max_permutations=25, seed=0, return_result=True
+        x,
+        target=y,
+        truncation=0.9,
+        sampler=whole,
+        max_permutations=25,
+        seed=0,
+        return_result=True,
     )
     gap = res.full_value - res.empty_value - float(res.flat_values.sum())
     assert 0 < gap <= 0.9 - res.empty_value
+
+
+def test_efficiency_in_expectation_with_batches(tiny, tiny_data):
+    # Chains on random batches of 64 of the 200 examples (the default here): a
+    # cycle's marginals telescope to V_B(all) - V_B(none) on its batch B, whose
+    # mean over batches is V(all) - V(none). The gap is the mean of 25 cycles'
+    # deviations; its spread is that of V_B(all) - V_B(none) over random batches
+    # (computed here over 400 batches) divided by sqrt(25).
+    (x, y), _ = tiny_data
+    fs = FilterShapley(tiny, [tiny.conv1, tiny.conv2])
+    res = fs.attribute(
+        x, target=y, truncation=None, max_permutations=100, seed=0, return_result=True
+    )
+    assert res.cost.batch_size == 64 and res.n_permutations == 100
+    game = fs.game(x, target=y)
+    g = torch.Generator().manual_seed(1)
+    drops = torch.tensor(
+        [
+            game.full_value(b) - game.empty_value(b)
+            for b in (game.draw(g, 64) for _ in range(400))
+        ]
+    )
+    assert abs(float(drops.mean()) - (game.full_value() - game.empty_value())) < 0.02
+    gap = res.convergence_delta
+    assert gap != 0.0  # the batches do not telescope to the whole set exactly...
+    assert abs(gap) <= Z_TOL * float(drops.std()) / 5  # ...but do in expectation
 
 
 def _duplicated_filter_model(tiny):

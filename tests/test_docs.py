@@ -21,6 +21,7 @@ MODULES = [
     "examples",
     "exact",
     "applications",
+    "cost",
 ]
 
 

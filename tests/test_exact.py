@@ -158,7 +158,9 @@ def test_exact_values_match_enumeration_and_every_truncated_chain(tiny, tiny_dat
         def full_value(self, idx=None):
             return self.table[(True,) * 7]
 
-    sampler = PermutationSampler(strata=1).bind(Table(), torch.Generator(), thr)
+    sampler = PermutationSampler(strata=1, batch_size=None).bind(
+        Table(), torch.Generator(), thr
+    )
     active = torch.ones(7, dtype=torch.bool)
     total = torch.zeros(7, dtype=torch.float64)
     for perm in itertools.permutations(range(7)):

@@ -68,8 +68,11 @@ def test_non_finite_inputs_are_found_in_tuples_and_dataloaders():
     ns = NeuronShapley(model, model.fc)
     with pytest.raises(ValueError, match=r"`inputs` \(tensor 1\) has 1 non-finite"):
         ns.attribute((a, b), target=y, max_permutations=2)
-    loader = DataLoader(TensorDataset(a, b, y), batch_size=7)
-    with pytest.raises(ValueError, match=r"`inputs` \(tensor 1\) has 1 non-finite"):
+    loader = DataLoader(TensorDataset(a, b, y), batch_size=3)
+    with pytest.raises(
+        ValueError,
+        match=r"`inputs` \(tensor 1\) in DataLoader batch 1 has 1 non-finite value",
+    ):
         ns.attribute(loader, max_permutations=2)
 
 

@@ -109,7 +109,7 @@ def test_max_permutations_is_exact(tiny, tiny_data):
 def test_strata_cycle_visits_every_band():
     for n, strata in ((12, 4), (160, 8), (9, 3)):
         game = SimpleNamespace(n_units=n)
-        sampler = PermutationSampler(strata=strata).bind(
+        sampler = PermutationSampler(strata=strata, batch_size=None).bind(
             game, torch.Generator().manual_seed(0)
         )
         perms = sampler._draw_set(strata)
@@ -137,7 +137,7 @@ def test_stratified_cycles_reduce_variance():
             return keep.sum(1).double().clamp(max=4.0)
 
     for strata, exact_half in ((1, False), (2, True)):
-        sampler = PermutationSampler(strata=strata).bind(
+        sampler = PermutationSampler(strata=strata, batch_size=None).bind(
             HalfGame(), torch.Generator().manual_seed(1)
         )
         active = torch.ones(8, dtype=torch.bool)
@@ -180,6 +180,7 @@ def test_a_small_budget_still_completes_chains_of_a_cycle(tiny, tiny_data):
             x,
             target=y,
             truncation=None,
+            sampler=PermutationSampler(batch_size=None),  # chains on all examples
             max_evaluations=20,
             perturbations_per_eval=ppe,
             seed=0,
