@@ -500,7 +500,7 @@ def estimate(
             f"has {int(sampled.sum())}; raise the budget (see the warning above "
             "or estimate_cost)",
             UnestimatedWarning,
-            stacklevel=4,
+            stacklevel=5,  # estimate, attribute, usage log, moved keywords, caller
         )
     elif refine is not None:
         assert top_k is not None
@@ -766,5 +766,5 @@ def warn_unestimated(run: Any) -> None:
         "infinite intervals (result.unestimated); raise max_evaluations / "
         "max_time, or see estimate_cost()",
         UnestimatedWarning,
-        stacklevel=4,
+        stacklevel=6,  # here, estimate, attribute, usage log, moved keywords, caller
     )
