@@ -10,6 +10,7 @@ import warnings
 import pytest
 import torch
 
+from captum_neuron_shapley import FixedBound, PermutationSampler
 from captum_neuron_shapley.ablation import ablated
 from captum_neuron_shapley.applications import (
     adversarial_repair,
@@ -22,10 +23,10 @@ from captum_neuron_shapley.applications import (
 from captum_neuron_shapley.examples import load_digits_splits, trained_digits_cnn
 
 KW = dict(
-    bound="fixed",
+    stop=FixedBound(),
     perturbations_per_eval=8,
     max_evaluations=800,  # a few complete cycles of 4 chains (cut ones are dropped)
-    subset_size=96,
+    sampler=PermutationSampler(batch_size=96),
     seed=0,
 )
 
@@ -309,7 +310,7 @@ def test_fairness_repair_removal_set_raises_the_subgroup(bold):
     from captum_neuron_shapley.ablation import metric_after_removal
 
     model, s = bold
-    kw = dict(KW, max_evaluations=120, subset_size=None)
+    kw = dict(KW, max_evaluations=120, sampler=PermutationSampler(batch_size=None))
     rep = fairness_repair(
         model,
         model.conv_layers,
@@ -376,7 +377,7 @@ def test_class_specific_units_removal_set_avoids_the_excluded(resnet):
         n_remove=3,
         refine="greedy",
         refine_pool=6,
-        **dict(KW, max_evaluations=100, subset_size=None),
+        **dict(KW, max_evaluations=100, sampler=PermutationSampler(batch_size=None)),
     )
     assert len(rep.removed) == 3
     assert not set(rep.removed) & set(rep.extra["excluded"])

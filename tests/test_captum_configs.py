@@ -18,7 +18,9 @@ here with its own arguments plus a small budget, and must
 Which entries apply is decided by the explicit rules of :func:`_skip_reason`
 (listed in ``docs/upstream.md``); a skipped entry is reported by pytest with its
 reason, and the reasons themselves are checked (the method refuses the entry
-with a clear error, or the entry is out of scope).
+with a clear error, or the entry is out of scope). One rule adapts the entries'
+arguments (:func:`_setup`): ``internal_batch_size``, an ``attribute`` argument
+of Captum's methods, is a constructor argument here.
 """
 
 import copy
@@ -108,12 +110,24 @@ CASES = [
 ]
 
 
-def _setup(entry: Dict[str, Any]) -> Tuple[nn.Module, Any, Dict[str, Any]]:
-    """A deep copy of the entry's model, its layer(s) and arguments (as Captum's
-    harness deep-copies them, so that entries cannot affect each other)."""
+# Rule 4: Captum's entries pass `internal_batch_size` to `attribute`; here it
+# configures the class, so it moves from the entry's arguments to the
+# constructor (for `attribute`, `compute_convergence_delta` and the DataParallel
+# runs alike). It sets how many examples a forward pass takes, not the values.
+CONSTRUCTOR_ARGS = ("internal_batch_size",)
+
+
+def _setup(
+    entry: Dict[str, Any],
+) -> Tuple[nn.Module, Any, Dict[str, Any], Dict[str, Any]]:
+    """A deep copy of the entry's model, its layer(s), its ``attribute``
+    arguments and its constructor arguments (Rule 4), as Captum's harness
+    deep-copies them, so that entries cannot affect each other."""
     _, model, args, layer, _, _ = parse_test_config(entry)
     model = copy.deepcopy(model)
-    return model, get_target_layer(model, layer), copy.deepcopy(args)
+    args = copy.deepcopy(args)
+    ctor = {k: args.pop(k) for k in CONSTRUCTOR_ARGS if k in args}
+    return model, get_target_layer(model, layer), args, ctor
 
 
 def _state(model: nn.Module) -> Dict[str, Any]:
@@ -171,26 +185,26 @@ def test_skipped_entries_are_refused_clearly() -> None:
     entry = next(
         e for e in LAYER_ENTRIES if "Rule 2" in str(_skip_reason(e, NeuronShapley))
     )
-    model, layer, args = _setup(entry)
+    model, layer, args, ctor = _setup(entry)
     before = _state(model)
     with pytest.raises(ValueError, match="`target` is required by the default"):
-        NeuronShapley(model, layer).attribute(**args, **BUDGET)
+        NeuronShapley(model, layer, **ctor).attribute(**args, **BUDGET)
     _assert_left_alone(model, before)
     # Rule 3: FilterShapley refuses a layer without channels and names the fix
     entry = next(e for e in LAYER_ENTRIES if e["name"] == "basic_layer_multi_output")
-    model, layer, args = _setup(entry)
+    model, layer, args, ctor = _setup(entry)
     before = _state(model)
     with pytest.raises(ValueError, match="no channel dimension.*NeuronShapley"):
-        FilterShapley(model, layer).attribute(**args, **BUDGET)
+        FilterShapley(model, layer, **ctor).attribute(**args, **BUDGET)
     _assert_left_alone(model, before)
 
 
 @pytest.mark.parametrize("entry, cls", CASES)
 def test_config_runs(entry: Dict[str, Any], cls: type) -> None:
-    model, layer, args = _setup(entry)
+    model, layer, args, ctor = _setup(entry)
     model.train()  # the flags must come back, also on submodules
     before = _state(model)
-    method = cls(model, layer)
+    method = cls(model, layer, **ctor)
     phi, delta = method.attribute(**args, **BUDGET, return_convergence_delta=True)
     _assert_left_alone(model, before)
     tensors = _layer_tensors(entry)
@@ -215,12 +229,12 @@ def test_config_runs(entry: Dict[str, Any], cls: type) -> None:
 
 @pytest.mark.parametrize("entry, cls", CASES)
 def test_config_perturbations_per_eval(entry: Dict[str, Any], cls: type) -> None:
-    model, layer, args = _setup(entry)
+    model, layer, args, ctor = _setup(entry)
     before = _state(model)
     results = []
     for ppe in (1, 3):
         args["perturbations_per_eval"] = ppe
-        res = cls(model, layer).attribute(**args, **BUDGET, return_result=True)
+        res = cls(model, layer, **ctor).attribute(**args, **BUDGET, return_result=True)
         results.append(res)
     one, three = results
     assert one.n_permutations == three.n_permutations == BUDGET["max_permutations"]
@@ -230,12 +244,14 @@ def test_config_perturbations_per_eval(entry: Dict[str, Any], cls: type) -> None
 
 @pytest.mark.parametrize("entry, cls", CASES)
 def test_config_data_parallel(entry: Dict[str, Any], cls: type) -> None:
-    model, layer, args = _setup(entry)
+    model, layer, args, ctor = _setup(entry)
     before = _state(model)
-    plain = cls(model, layer).attribute(**args, **BUDGET)
+    plain = cls(model, layer, **ctor).attribute(**args, **BUDGET)
     dp = nn.DataParallel(model)  # on CPU: runs the module itself
-    _assert_same(cls(dp, layer).attribute(**args, **BUDGET), plain)
+    _assert_same(cls(dp, layer, **ctor).attribute(**args, **BUDGET), plain)
     # Captum's harness passes the DataParallel forward and the device ids
-    by_forward = cls(dp.forward, layer, device_ids=[0]).attribute(**args, **BUDGET)
+    by_forward = cls(dp.forward, layer, device_ids=[0], **ctor).attribute(
+        **args, **BUDGET
+    )
     _assert_same(by_forward, plain)
     _assert_left_alone(model, before)

@@ -164,8 +164,9 @@ def test_moved_keywords_still_work_with_a_warning(mlp):
     assert torch.equal(old.flat_values, new.flat_values)
     assert old.bound == new.bound == "fixed" and len(seen) == 2 * n_rounds
     assert ns.internal_batch_size is None  # restored after the call
-    with pytest.raises(ValueError, match="inside the sampler object"):
-        ns.attribute(x, target=y, strata=2, sampler=PermutationSampler())
+    with pytest.warns(DeprecationWarning, match="`strata` -> sampler="):
+        with pytest.raises(ValueError, match="inside the sampler object"):
+            ns.attribute(x, target=y, strata=2, sampler=PermutationSampler())
 
 
 def test_positional_call_in_captum_order(mlp):
@@ -223,8 +224,9 @@ def test_list_of_labels_is_a_label_tensor(mlp):
     model, x, y = mlp
     ns = NeuronShapley(model, model.fc1)
     assert ns.game(x, target=y.tolist()).metric is accuracy
-    a = ns.attribute(x, target=y.tolist(), subset_size=20, **BUDGET)
-    b = ns.attribute(x, target=y, subset_size=20, **BUDGET)
+    batches = PermutationSampler(batch_size=20)
+    a = ns.attribute(x, target=y.tolist(), sampler=batches, **BUDGET)
+    b = ns.attribute(x, target=y, sampler=batches, **BUDGET)
     assert torch.equal(a, b)
 
 
@@ -318,15 +320,15 @@ def test_additional_forward_args_follow_the_examples(scaled):
     assert game.value(keep, idx)[0] == pytest.approx(float(want.mean()))
     # repeated for several coalitions per pass, and batched with the examples
     ref = ns.attribute(x, target=y, additional_forward_args=(w, 2.0), **BUDGET)
-    for kw in (
-        {"perturbations_per_eval": 3},
-        {"internal_batch_size": 7},
-        {"subset_size": 30},
+    for ctor, kw in (
+        ({}, {"perturbations_per_eval": 3}),
+        ({"internal_batch_size": 7}, {}),
+        ({}, {"sampler": PermutationSampler(batch_size=30)}),
     ):
-        got = ns.attribute(
+        got = NeuronShapley(model, model.act, **ctor).attribute(
             x, target=y, additional_forward_args=(w, 2.0), **kw, **BUDGET
         )
-        assert torch.equal(got, ref), kw
+        assert torch.equal(got, ref), (ctor, kw)
     # a different per-example tensor changes the game
     other = ns.attribute(x, target=y, additional_forward_args=(w * 0, 2.0), **BUDGET)
     assert not torch.equal(other, ref)
@@ -571,8 +573,9 @@ def test_internal_batch_size_in_the_constructor(mlp):
         batched = NeuronShapley(model, model.fc1, internal_batch_size=7)
         new = batched.attribute(x, target=y, **BUDGET)
     assert torch.equal(old, new)
-    with pytest.raises(ValueError, match="`internal_batch_size` only"):
-        ns.attribute(x, target=y, batch_size=7, internal_batch_size=7)
+    with pytest.warns(DeprecationWarning, match="internal_batch_size"):
+        with pytest.raises(ValueError, match="`internal_batch_size` only"):
+            ns.attribute(x, target=y, batch_size=7, internal_batch_size=7)
     with pytest.raises(ValueError, match="`internal_batch_size` must be a positive"):
         NeuronShapley(model, model.fc1, internal_batch_size=0)
 

@@ -6,7 +6,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from captum_neuron_shapley import FilterShapley, NegativeCrossEntropy, ShapleyResult
+from captum_neuron_shapley import (
+    Checkpoint,
+    FilterShapley,
+    NegativeCrossEntropy,
+    ShapleyResult,
+)
 
 from .conftest import _blobs, exact_shapley, train_tiny, Z_TOL
 
@@ -36,8 +41,7 @@ def _worker(rank, world, init_file, out_dir, budget):
         res = fs.attribute(
             x,
             target=y,
-            checkpoint=os.path.join(out_dir, "ckpt.pt"),
-            checkpoint_interval=0,
+            stop=Checkpoint(os.path.join(out_dir, "ckpt.pt"), interval=0),
             **budget,
             **ARGS,
         )

@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from captum_neuron_shapley import FilterShapley, NegativeCrossEntropy, NeuronShapley
+from captum_neuron_shapley import (
+    FilterShapley,
+    NegativeCrossEntropy,
+    NeuronShapley,
+    PermutationSampler,
+)
 
 from .conftest import exact_shapley, MLP, Z_TOL
 
@@ -91,7 +96,7 @@ def test_antithetic_chains_match_enumeration(tiny, tiny_data):
         target=y,
         metric=metric,
         truncation=None,
-        antithetic=True,
+        sampler=PermutationSampler(antithetic=True, batch_size=None),
         epsilon=0.0,
         max_permutations=600,
         perturbations_per_eval=7,
@@ -114,7 +119,7 @@ def test_stratified_chains_match_enumeration(tiny, tiny_data):
         target=y,
         metric=metric,
         truncation=None,
-        strata=4,
+        sampler=PermutationSampler(strata=4, batch_size=None),
         epsilon=0.0,
         max_permutations=602,  # 150 full cycles and one cut to 2 chains
         perturbations_per_eval=7,

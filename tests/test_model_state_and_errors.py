@@ -172,11 +172,11 @@ def test_bad_strata(mlp_data):
     model, x, y = mlp_data
     ns = NeuronShapley(model, model.fc1)  # 6 units
     with pytest.raises(ValueError, match="`strata` must be a positive integer"):
-        ns.attribute(x, target=y, strata=0)
+        ns.attribute(x, target=y, sampler=PermutationSampler(strata=0))
     with pytest.raises(ValueError, match="`strata` must be at most the number"):
-        ns.attribute(x, target=y, strata=7)
+        ns.attribute(x, target=y, sampler=PermutationSampler(strata=7))
     with pytest.raises(ValueError, match="`antithetic` and `strata`"):
-        ns.attribute(x, target=y, strata=2, antithetic=True)
+        ns.attribute(x, target=y, sampler=PermutationSampler(strata=2, antithetic=True))
     assert _no_hooks(model)
 
 

@@ -6,7 +6,12 @@ import warnings
 import pytest
 import torch
 
-from captum_neuron_shapley import FilterShapley, NegativeCrossEntropy, NeuronShapley
+from captum_neuron_shapley import (
+    Checkpoint,
+    FilterShapley,
+    NegativeCrossEntropy,
+    NeuronShapley,
+)
 from captum_neuron_shapley.exact import exact_values
 from captum_neuron_shapley.msr import MSRSampler
 from comparisons.games import mlp_data
@@ -140,18 +145,18 @@ def test_msr_resume_continues_exactly(tiny, tiny_data, tmp_path):
     )
     full = fs.attribute(x, max_permutations=96, **kw)
     ckpt = tmp_path / "msr.pt"
-    first = fs.attribute(x, max_permutations=48, checkpoint=ckpt, **kw)
+    first = fs.attribute(x, max_permutations=48, stop=Checkpoint(ckpt), **kw)
     assert first.n_permutations == 48
-    resumed = fs.attribute(x, max_permutations=96, checkpoint=ckpt, **kw)
+    resumed = fs.attribute(x, max_permutations=96, stop=Checkpoint(ckpt), **kw)
     assert torch.equal(resumed.flat_values, full.flat_values)
     assert resumed.n_evaluations == full.n_evaluations
     # a chains checkpoint is not resumed as msr
     other = tmp_path / "chains.pt"
-    fs.attribute(x, target=y, max_permutations=4, checkpoint=other, seed=3)
+    fs.attribute(x, target=y, max_permutations=4, stop=Checkpoint(other), seed=3)
     with pytest.raises(
         ValueError, match="other settings .*sampler: .chains. in the file, .msr. now"
     ):
-        fs.attribute(x, max_permutations=96, checkpoint=other, **kw)
+        fs.attribute(x, max_permutations=96, stop=Checkpoint(other), **kw)
 
 
 @pytest.mark.parametrize(

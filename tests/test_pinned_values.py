@@ -15,7 +15,12 @@ from typing import Any, Dict, List, Tuple
 import pytest
 import torch
 
-from captum_neuron_shapley import FilterShapley, NeuronShapley
+from captum_neuron_shapley import (
+    FilterShapley,
+    FixedBound,
+    NeuronShapley,
+    PermutationSampler,
+)
 from comparisons.games import mlp_data, TinyCNN
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -66,7 +71,7 @@ def _run(case: str, **overrides: Any) -> Any:
             x,
             target=y,
             layer_baselines="zero",
-            subset_size=40,
+            sampler=PermutationSampler(batch_size=40),
             max_permutations=12,
             **common,
         )
@@ -82,7 +87,7 @@ def _run(case: str, **overrides: Any) -> Any:
             top_k=2,
             max_evaluations=150,
             truncation=None,
-            bound="fixed",
+            stop=FixedBound(),
             **common,
         )
     if case == "neuron_layer_mask_zero":
@@ -98,7 +103,7 @@ def _run(case: str, **overrides: Any) -> Any:
             target=y,
             layer_baselines="mean",
             max_permutations=8,
-            antithetic=True,
+            sampler=PermutationSampler(antithetic=True),
             **common,
         )
     raise KeyError(case)

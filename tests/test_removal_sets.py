@@ -6,7 +6,13 @@ import time
 import pytest
 import torch
 
-from captum_neuron_shapley import ablated, FilterShapley, GreedyRefine, NeuronShapley
+from captum_neuron_shapley import (
+    ablated,
+    Callback,
+    FilterShapley,
+    GreedyRefine,
+    NeuronShapley,
+)
 from captum_neuron_shapley.ablation import (
     metric_after_removal,
     removal_curve,
@@ -209,7 +215,7 @@ def test_stop_reasons(tiny, tiny_data):
     (x, y), _ = tiny_data
     fs = FilterShapley(tiny, tiny.conv1)
     kw = dict(target=y, seed=0, return_result=True)
-    res = fs.attribute(x, callback=lambda est: True, **kw)
+    res = fs.attribute(x, stop=Callback(lambda est: True), **kw)
     assert res.stop_reason == "callback" and not res.converged
     assert "not converged: stopped by callback" in repr(res)
     assert fs.attribute(x, max_permutations=3, **kw).stop_reason == ("max_permutations")

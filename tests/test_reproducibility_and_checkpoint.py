@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from captum_neuron_shapley import accuracy, FilterShapley, ShapleyResult
+from captum_neuron_shapley import (
+    accuracy,
+    Checkpoint,
+    FilterShapley,
+    PermutationSampler,
+    ShapleyResult,
+)
 
 
 def _run(model, x, y, **kw):
@@ -31,23 +37,24 @@ def test_same_seed_same_result_other_seed_differs(tiny, tiny_data):
 def test_global_rng_untouched(tiny, tiny_data):
     (x, y), _ = tiny_data
     state = torch.get_rng_state()
-    _run(tiny, x, y, subset_size=50)
+    _run(tiny, x, y, sampler=PermutationSampler(batch_size=50))
     _run(tiny, x, y, seed=None)
     assert torch.equal(state, torch.get_rng_state())
 
 
 def test_resume_continues_exactly(tiny, tiny_data, tmp_path):
     (x, y), _ = tiny_data
-    full = _run(tiny, x, y, max_permutations=20, subset_size=60)
+    full = _run(
+        tiny, x, y, max_permutations=20, sampler=PermutationSampler(batch_size=60)
+    )
     ckpt = tmp_path / "run.pt"
     first = _run(
         tiny,
         x,
         y,
         max_permutations=8,
-        subset_size=60,
-        checkpoint=ckpt,
-        checkpoint_interval=0,
+        sampler=PermutationSampler(batch_size=60),
+        stop=Checkpoint(ckpt, interval=0),
     )
     assert first.n_permutations == 8 and ckpt.exists()
     resumed = _run(
@@ -55,9 +62,8 @@ def test_resume_continues_exactly(tiny, tiny_data, tmp_path):
         x,
         y,
         max_permutations=20,
-        subset_size=60,
-        checkpoint=ckpt,
-        checkpoint_interval=0,
+        sampler=PermutationSampler(batch_size=60),
+        stop=Checkpoint(ckpt, interval=0),
     )
     assert torch.equal(resumed.flat_values, full.flat_values)
     assert torch.equal(resumed.counts, full.counts)
@@ -89,8 +95,7 @@ def test_resume_after_a_crash(tiny, tiny_data, tmp_path):
             y,
             max_permutations=15,
             metric=flaky,
-            checkpoint=ckpt,
-            checkpoint_interval=0,
+            stop=Checkpoint(ckpt, interval=0),
         )
     state = torch.load(ckpt, weights_only=True)  # plain tensors and containers only
     assert 0 < state["n_permutations"] < 15
@@ -101,12 +106,11 @@ def test_resume_after_a_crash(tiny, tiny_data, tmp_path):
         y,
         max_permutations=15,
         metric=flaky,
-        checkpoint=ckpt,
-        checkpoint_interval=0,
+        stop=Checkpoint(ckpt, interval=0),
     )
     # resuming with another metric is refused: it would mix two games
     with pytest.raises(ValueError, match="other settings .*metric: .*flaky"):
-        _run(tiny, x, y, max_permutations=16, checkpoint=ckpt)
+        _run(tiny, x, y, max_permutations=16, stop=Checkpoint(ckpt))
     assert torch.equal(resumed.flat_values, full.flat_values)
     assert resumed.n_evaluations == full.n_evaluations
 
@@ -114,20 +118,20 @@ def test_resume_after_a_crash(tiny, tiny_data, tmp_path):
 def test_checkpoint_from_other_settings_is_refused(tiny, tiny_data, tmp_path):
     (x, y), _ = tiny_data
     ckpt = tmp_path / "a.pt"
-    _run(tiny, x, y, checkpoint=ckpt)
+    _run(tiny, x, y, stop=Checkpoint(ckpt))
     # the message names the setting that differs, and only that one
     with pytest.raises(
         ValueError, match=r"other settings \(seed: 0 in the file, 7 now\)"
     ):
-        _run(tiny, x, y, checkpoint=ckpt, seed=7)
+        _run(tiny, x, y, stop=Checkpoint(ckpt), seed=7)
     # a saved result is not a checkpoint
     res = _run(tiny, x, y)
     res.save(tmp_path / "result.pt")
     with pytest.raises(ValueError, match="not a checkpoint .*ShapleyResult.load"):
-        _run(tiny, x, y, checkpoint=tmp_path / "result.pt")
+        _run(tiny, x, y, stop=Checkpoint(tmp_path / "result.pt"))
     ckpt.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot be read"):
-        _run(tiny, x, y, checkpoint=ckpt)
+        _run(tiny, x, y, stop=Checkpoint(ckpt))
 
 
 def test_result_save_load_roundtrip(tiny, tiny_data, tmp_path):

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from captum_neuron_shapley import FilterShapley
+from captum_neuron_shapley import FilterShapley, PaperBound
 from captum_neuron_shapley.sampler import PermutationSampler
 from captum_neuron_shapley.stopping import Limits
 
@@ -48,7 +48,7 @@ def test_chains_per_round_is_unbiased(tiny, tiny_data):
         target=y,
         truncation=None,
         epsilon=0.0,
-        chains_per_round=4,
+        sampler=PermutationSampler(chains_per_round=4, batch_size=None),
         max_permutations=400,
         perturbations_per_eval=16,
         seed=3,
@@ -75,7 +75,7 @@ def test_normal_bound_does_not_freeze_a_unit_whose_first_samples_agree(
         max_permutations=400,
         perturbations_per_eval=16,
         seed=3,
-        strata=strata,
+        sampler=PermutationSampler(strata=strata, batch_size=None),
         return_result=True,
     )
     # independent chains: over 100 of them; cycles of 4 (default): active to the end
@@ -101,7 +101,7 @@ def test_max_permutations_is_exact(tiny, tiny_data):
             epsilon=0.0,
             seed=0,
             return_result=True,
-            **kw,
+            sampler=PermutationSampler(batch_size=None, **kw),
         )
         assert res.n_permutations == n, (kw, n)
 
@@ -153,8 +153,8 @@ def test_default_strata(tiny, tiny_data):
     fs = FilterShapley(tiny, [tiny.conv1, tiny.conv2])
     for kw, samples in (
         (dict(), 3),
-        (dict(bound="paper"), 12),
-        (dict(antithetic=True), 6),
+        (dict(stop=PaperBound()), 12),
+        (dict(sampler=PermutationSampler(antithetic=True, batch_size=None)), 6),
     ):
         res = fs.attribute(
             x,

@@ -2,7 +2,15 @@
 
 import torch
 
-from captum_neuron_shapley import FilterShapley, NeuronShapley
+from captum_neuron_shapley import (
+    AnytimeBound,
+    FilterShapley,
+    FixedBound,
+    NeuronShapley,
+    PaperBound,
+    PermutationSampler,
+    StrictBound,
+)
 from torch import nn
 
 
@@ -40,8 +48,8 @@ def test_top_k_recovered_with_closed_form_values():
         top_k=3,
         epsilon=0.0,
         truncation=None,
-        subset_size=40,
-        bound="anytime",
+        sampler=PermutationSampler(batch_size=40),
+        stop=AnytimeBound(),
         seed=0,
         return_result=True,
         max_permutations=5000,
@@ -114,15 +122,15 @@ def test_every_bound_mode_finds_the_top_units():
     w = torch.tensor([[0.1], [0.9], [0.2], [0.05], [1.0], [0.15]])
     model = SumHead(w).eval()
     ns = NeuronShapley(model, model.lin)
-    for bound in ("strict", "paper", "fixed", "anytime"):
+    for bound in (StrictBound(), PaperBound(), FixedBound(), AnytimeBound()):
         res = ns.attribute(
             x,
             metric=mean_output,
             top_k=2,
             epsilon=0.02,
             truncation=None,
-            subset_size=30,
-            bound=bound,
+            sampler=PermutationSampler(batch_size=30),
+            stop=bound,
             seed=0,
             return_result=True,
             max_permutations=3000,
