@@ -279,7 +279,11 @@ _EXEC_KEYS = ("internal_batch_size", "cache_activations", "batch_size")
 MOVED_KEYS = _SAMPLER_KEYS + _BOUND_KEYS + _RUN_KEYS + _REFINE_KEYS + _EXEC_KEYS
 
 _WHERE = {
-    **{k: "sampler=PermutationSampler(...)" for k in _SAMPLER_KEYS},
+    **{
+        k: "sampler=PermutationSampler(...) (batch_size=None keeps every chain on "
+        "all examples, as these keywords did)"
+        for k in _SAMPLER_KEYS
+    },
     **{
         k: "stop=AnytimeBound(...) (or the bound of a stopping rule)"
         for k in _BOUND_KEYS

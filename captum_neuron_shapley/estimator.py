@@ -149,8 +149,13 @@ class ShapleyEstimator:
                 self.elapsed = self.group.max([time.monotonic() - self.started])[0]
                 reason = self.stop.reason(self)
                 if reason is not None:
-                    self.stop_reason = reason
-                    self.converged = reason == "converged"
+                    # converged when an interval rule is met, whichever rule of
+                    # a composition spoke first
+                    self.converged = reason == "converged" or any(
+                        r.is_interval and r.reason(self) == "converged"
+                        for r in self.stop.leaves()
+                    )
+                    self.stop_reason = "converged" if self.converged else reason
                     break
                 needs = self.stop.needs(self)
                 active = (

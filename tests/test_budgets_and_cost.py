@@ -113,3 +113,23 @@ def test_progress_bar_shows_the_binding_budget(tiny, tiny_data, monkeypatch):
     # no budget: the units decided so far, out of all of them
     fs.attribute(x, target=y, top_k=2, show_progress=True, seed=0)
     assert bars[-1].unit == "unit" and bars[-1].total == 7
+
+
+def test_converged_whatever_the_order_of_the_rules():
+    # the top-k rule met in the round a budget runs out: converged, however the
+    # rules were combined
+    from captum_neuron_shapley import Callback, NeuronShapley, TopKSeparated
+    from comparisons.games import mlp_data
+
+    model, x, y = mlp_data(120)
+    ns = NeuronShapley(model, model.fc1)
+    kw = dict(target=y, seed=0, return_result=True)
+    n = ns.attribute(x, top_k=2, **kw).n_permutations
+    runs = [
+        ns.attribute(x, top_k=2, max_permutations=n, **kw),
+        ns.attribute(x, max_permutations=n, stop=TopKSeparated(2), **kw),
+        ns.attribute(x, top_k=2, max_permutations=n, stop=Callback(lambda run: False), **kw),
+    ]
+    for res in runs:
+        assert res.converged and res.stop_reason == "converged"
+        assert torch.equal(res.flat_values, runs[0].flat_values)
