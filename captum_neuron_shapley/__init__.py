@@ -1,6 +1,7 @@
 r"""Neuron Shapley for Captum: the neurons and filters responsible for a model's
 behaviour, by their Shapley values for a dataset-level metric."""
 
+from ._run import UnestimatedWarning
 from .attr import FilterShapley, NeuronShapley
 from .bounds import AnytimeBound, Bound, FixedBound, PaperBound, StrictBound
 from .metrics import (
@@ -55,6 +56,7 @@ __all__ = [
     "StrictBound",
     "PaperBound",
     "GreedyRefine",
+    "UnestimatedWarning",
 ]
 
 from .ablation import ablated, removal_curves  # noqa: E402

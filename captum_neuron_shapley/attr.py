@@ -9,7 +9,6 @@ statistics (:mod:`.statistics`), the stopping rule and bounds (:mod:`.stopping`,
 from __future__ import annotations
 
 import time
-import warnings
 from typing import (
     Any,
     Callable,
@@ -27,45 +26,33 @@ import torch
 from captum.attr import LayerAttribution, PerturbationAttribution
 from captum.log import log_usage
 from torch import nn, Tensor
-from torch.utils.data import DataLoader
 
 from ._attr_utils import (
-    accepts_moved_keywords,
     build_game,
-    compose_stop,
-    estimate,
     flat_attributions,
     in_layer_dtype,
+    Inputs,
     layer_units,
-    UnestimatedWarning,
+    LayerAttributions,
+    LayerBaselines,
+    LayerMasks,
+    MetricFn,
+    Refine,
+    SamplerSpec,
+    Stop,
     unit_values,
 )
+from ._deprecated import accepts_moved_keywords
 from ._inputs import check_not_scripted, check_positive_int, layer_names, resolve_layers
-from .bounds import Bound
-from .cost import CostEstimate
+from ._run import compose_stop, estimate
+from .cost import CostEstimate, pilot
 from .game import LayerEval, model_guard, module_of, UnitGame
-from .refine import GreedyRefine, make_refine
+from .refine import make_refine
 from .removal import LayerUnits
 from .result import ShapleyResult
-from .sampler import make_sampler, Sampler
-from .stopping import StoppingRule
+from .sampler import make_sampler
 
 __all__ = ["NeuronShapley", "FilterShapley"]
-
-Baseline = Union[None, str, float, int, Tensor]
-#: ``layer_baselines``: one entry for every tensor, or a tuple (see ``attribute``).
-LayerBaselines = Union[Baseline, Tuple[Any, ...]]
-#: ``layer_mask``: one mask for every tensor, or a tuple (see ``attribute``).
-LayerMasks = Union[None, Tensor, Tuple[Any, ...]]
-#: What ``attribute`` returns: a tensor per layer tensor, tuples as the layers go.
-LayerAttributions = Union[
-    Tensor, Tuple[Tensor, ...], Tuple[Union[Tensor, Tuple[Tensor, ...]], ...]
-]
-Inputs = Union[Tensor, Tuple[Tensor, ...], DataLoader]
-MetricFn = Optional[Callable[[Tensor, Any], float]]
-Refine = Union[None, str, GreedyRefine]
-Stop = Union[None, StoppingRule, Bound]
-SamplerSpec = Union[None, str, Sampler]
 
 
 class NeuronShapley(LayerAttribution, PerturbationAttribution):
@@ -303,9 +290,10 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             inputs (Tensor, tuple[Tensor, ...] or DataLoader): The evaluation
                         set, examples along dimension 0 (the metric is computed
                         over all of them). A tuple holds several input tensors
-                        of the model, as in Captum. A DataLoader is read once;
-                        its batches are ``(inputs..., target)`` when ``target``
-                        is None (all elements are inputs otherwise).
+                        of the model, as in Captum. A DataLoader is read batch
+                        by batch, never held whole
+                        (:mod:`~captum_neuron_shapley.streaming`); its batches
+                        are ``(inputs..., target)`` when ``target`` is None.
             layer_baselines (scalar, Tensor, str or tuple, optional): The value
                         a removed unit is replaced with: ``"zero"``, ``"mean"``
                         (the unit's mean over ``inputs``, averaged within the
@@ -320,27 +308,15 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         filter emits its channel mean), ``"zero"`` for
                         NeuronShapley.
             target (int, tuple, Tensor, list or Any, optional): What the metric
-                        compares the outputs with. Without ``metric``, each of
-                        Captum's target forms has a dataset-level meaning (see
-                        :func:`~captum_neuron_shapley.metrics.default_metric`):
-
-                        - a tensor with one entry per example, or a list of
-                          ints with one per example: class labels; the metric
-                          is the accuracy over ``inputs``;
-                        - an int or a tuple of ints (the same output index for
-                          every example): the mean of that output over
-                          ``inputs``
-                          (:class:`~captum_neuron_shapley.metrics.MeanOutput`);
-                        - a list of tuples, one per example: the mean of each
-                          example's indexed output;
-                        - None: the mean output, which must then be a single
-                          value per example.
-
-                        With ``metric``, ``target`` is passed to it as it is
-                        (any object). Per-example targets (a tensor with one
-                        entry per example, a list with one entry per example, a
-                        tuple of such tensors) follow the examples when
-                        a sampler evaluates a chain on a batch of them.
+                        compares the outputs with. Without ``metric``, Captum's
+                        target forms have a dataset-level meaning
+                        (:func:`~captum_neuron_shapley.metrics.default_metric`):
+                        per-example labels (a tensor or a list of ints) score
+                        the accuracy over ``inputs``; an int or tuple of ints,
+                        or a list of per-example tuples, the mean of the indexed
+                        output; None the mean output (one value per example).
+                        With ``metric``, ``target`` is passed to it as it is;
+                        per-example targets follow the examples into batches.
                         Default: None
             additional_forward_args (Any, optional): Arguments passed to the
                         model after the inputs, as in Captum. A tensor argument
@@ -349,7 +325,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         ``internal_batch_size``) and is repeated for the
                         coalitions evaluated together. Other arguments are passed
                         as they are. With a DataLoader, a tensor argument covers
-                        all the examples the loader yields, in order.
+                        its dataset, in the dataset's order.
                         Default: None
             layer_mask (Tensor or tuple[Tensor, ...], optional): NeuronShapley
                         only: integer tensor broadcastable to the layer tensor
@@ -566,34 +542,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             >>> print(est)  # chains, evaluations, time and stderr
             >>> est.budget(max_time=600).chains
         """
-        for key in (
-            "top_k",
-            "epsilon",
-            "refine",
-            "max_evaluations",
-            "max_permutations",
-            "max_time",
-            "stop",
-            "return_result",
-            "return_convergence_delta",
-        ):
-            if key in kwargs:
-                raise ValueError(
-                    f"`{key}` does not apply to estimate_cost (it runs a pilot of "
-                    "`pilot_chains` chains or `pilot_time` seconds)"
-                )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UnestimatedWarning)
-            result = self.attribute(
-                inputs,
-                *args,
-                max_permutations=pilot_chains,
-                max_time=pilot_time,
-                epsilon=0.0,  # every unit in every chain
-                return_result=True,
-                **kwargs,
-            )
-        return CostEstimate.from_result(result)
+        return pilot(self, inputs, args, kwargs, pilot_chains, pilot_time)
 
     @accepts_moved_keywords
     @log_usage()

@@ -15,8 +15,9 @@ bound for the units still undecided.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -183,3 +184,50 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+#: ``attribute`` keywords that a pilot sets itself.
+_PILOT_OWN = (
+    "top_k",
+    "epsilon",
+    "refine",
+    "max_evaluations",
+    "max_permutations",
+    "max_time",
+    "stop",
+    "return_result",
+    "return_convergence_delta",
+)
+
+
+def pilot(
+    attr: Any,
+    inputs: Any,
+    args: Tuple[Any, ...],
+    kwargs: Dict[str, Any],
+    chains: int,
+    seconds: float,
+) -> CostEstimate:
+    r"""Run ``attr.attribute(inputs, *args, **kwargs)`` as a pilot (every unit
+    in every chain, until ``chains`` chains or ``seconds``) and project from it
+    (:meth:`~captum_neuron_shapley.NeuronShapley.estimate_cost`)."""
+    from ._run import UnestimatedWarning
+
+    for key in _PILOT_OWN:
+        if key in kwargs:
+            raise ValueError(
+                f"`{key}` does not apply to estimate_cost (it runs a pilot of "
+                "`pilot_chains` chains or `pilot_time` seconds)"
+            )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnestimatedWarning)
+        result = attr.attribute(
+            inputs,
+            *args,
+            max_permutations=chains,
+            max_time=seconds,
+            epsilon=0.0,  # every unit in every chain
+            return_result=True,
+            **kwargs,
+        )
+    return CostEstimate.from_result(result)

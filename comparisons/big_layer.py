@@ -22,10 +22,10 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from torch import nn, Tensor
 
 from captum_neuron_shapley import Callback, FilterShapley, PermutationSampler
 from captum_neuron_shapley.examples import _cache_dir, load_digits_splits
+from torch import nn, Tensor
 
 __all__ = [
     "digits32",
@@ -59,9 +59,7 @@ def train_digits_resnet18(seed: int = 0, epochs: int = 30) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = resnet18(weights=None, num_classes=10)
-        opt = torch.optim.SGD(
-            model.parameters(), 0.05, momentum=0.9, weight_decay=5e-4
-        )
+        opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9, weight_decay=5e-4)
         steps = epochs * math.ceil(len(x) / 64)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.1, total_steps=steps)
         for _ in range(epochs):

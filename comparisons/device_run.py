@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import torch
-from torch import nn
 
 from captum_neuron_shapley import FilterShapley
+from torch import nn
 
 from . import big_layer
 from .environment import Environment
@@ -66,10 +66,22 @@ def throughput(device: str, seconds: float, ppes: List[int]) -> List[Dict[str, A
     cnn = trained_digits_cnn().to(device)
     r18, fs18, x18, y18 = big_layer.game_data(device)
     setups = (
-        ("digits CNN, 160 filters, all 397 examples", cnn, cnn.conv_layers,
-         data.x_val.to(device), data.y_val.to(device), None),
-        ("ResNet-18 layer4, 2,560 filters, batches of 64", r18,
-         big_layer.layer4_convs(r18), x18, y18, 64),
+        (
+            "digits CNN, 160 filters, all 397 examples",
+            cnn,
+            cnn.conv_layers,
+            data.x_val.to(device),
+            data.y_val.to(device),
+            None,
+        ),
+        (
+            "ResNet-18 layer4, 2,560 filters, batches of 64",
+            r18,
+            big_layer.layer4_convs(r18),
+            x18,
+            y18,
+            64,
+        ),
     )
     for name, model, layers, x, y, batch in setups:
         for ppe in ppes:
@@ -123,9 +135,7 @@ def inception(device: str, seconds: float, batch: int) -> List[Dict[str, Any]]:
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
-        game = FilterShapley(model, convs).game(
-            x, target=y, perturbations_per_eval=ppe
-        )
+        game = FilterShapley(model, convs).game(x, target=y, perturbations_per_eval=ppe)
         setup = time.perf_counter() - t
         g = torch.Generator().manual_seed(0)
         keep = torch.rand(ppe, game.n_units, generator=g) > 0.5

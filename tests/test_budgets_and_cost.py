@@ -7,8 +7,12 @@ import warnings
 import pytest
 import torch
 
-from captum_neuron_shapley import FilterShapley, MaxTime, PermutationSampler
-from captum_neuron_shapley._attr_utils import UnestimatedWarning
+from captum_neuron_shapley import (
+    FilterShapley,
+    MaxTime,
+    PermutationSampler,
+    UnestimatedWarning,
+)
 
 
 def test_no_completed_chain_is_marked_and_warned(tiny, tiny_data):
@@ -128,7 +132,9 @@ def test_converged_whatever_the_order_of_the_rules():
     runs = [
         ns.attribute(x, top_k=2, max_permutations=n, **kw),
         ns.attribute(x, max_permutations=n, stop=TopKSeparated(2), **kw),
-        ns.attribute(x, top_k=2, max_permutations=n, stop=Callback(lambda run: False), **kw),
+        ns.attribute(
+            x, top_k=2, max_permutations=n, stop=Callback(lambda run: False), **kw
+        ),
     ]
     for res in runs:
         assert res.converged and res.stop_reason == "converged"
