@@ -77,14 +77,14 @@ class Environment:
         'torch 2.14.1, torchvision 0.29.1, captum 0.9.0, ... 1 thread on 2 CPUs, cpu'
     """
 
-    packages: Dict[str, Optional[str]] = field(default_factory=dict)
+    packages: Dict[str, str] = field(default_factory=dict)
     commit: Optional[str] = None
     python: str = ""
     platform: str = ""
     processor: str = ""
     cpus: int = 0
     threads: int = 0
-    device: str = "cpu"
+    device: str = ""
     gpu: Optional[str] = None
 
     @classmethod
@@ -92,7 +92,7 @@ class Environment:
         r"""The environment now (call it while the run's thread setting holds)."""
         import captum_neuron_shapley
 
-        packages = {name: _version(name) for name in PACKAGES}
+        packages = {name: _version(name) or "not installed" for name in PACKAGES}
         packages["torch"] = torch.__version__
         packages["captum-neuron-shapley"] = captum_neuron_shapley.__version__
         dev = torch.device(device)
@@ -112,32 +112,32 @@ class Environment:
         )
 
     def line(self) -> str:
-        r"""One line for a report's header."""
-        pkgs = ", ".join(
-            f"{name} {version or 'not installed'}"
-            for name, version in self.packages.items()
-        )
-        commit = f" (git {self.commit})" if self.commit else ""
-        device = self.device + (f" ({self.gpu})" if self.gpu else "")
-        return (
-            f"{pkgs}{commit}; Python {self.python}; "
-            f"{plural(self.threads, 'thread')} on {plural(self.cpus, 'CPU')}, "
-            f"device {device}; {self.platform}"
-        )
+        r"""One line for a report's header (what is known of it)."""
+        pkgs = ", ".join(f"{n} {v}" for n, v in self.packages.items() if v)
+        parts = [pkgs + (f" (git {self.commit})" if self.commit else "")]
+        if self.python:
+            parts.append(f"Python {self.python}")
+        machine = plural(self.threads, "thread") if self.threads else ""
+        if self.cpus:
+            machine += f" on {plural(self.cpus, 'CPU')}"
+        if self.device:
+            machine += (", " if machine else "") + f"device {self.device}"
+            machine += f" ({self.gpu})" if self.gpu else ""
+        parts.append(machine)
+        if self.platform:
+            parts.append(self.platform)
+        return "; ".join(p for p in parts if p)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Environment":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-    @classmethod
     def from_legacy(cls, d: Mapping[str, Any]) -> "Environment":
         r"""What a summary written before environments were recorded says
         (``machine``, ``torch``, ``threads``, ``captum``, ``cpus``)."""
+        packages = {k: d[k] for k in ("torch", "captum") if d.get(k)}
         return cls(
-            packages={"torch": d.get("torch"), "captum": d.get("captum")},
+            packages=packages,
             platform=d.get("machine", ""),
             processor=d.get("processor", ""),
             cpus=int(d.get("cpus") or 0),

@@ -118,3 +118,26 @@ def test_no_state_is_evaluated_after_truncation_at_one_coalition_per_pass(
         smp.walk(perms, active)
         assert game.n_evaluations - before == cost
     assert cut > 0  # some chains were truncated before their last state
+
+
+def test_committed_run_renders_the_same_tables(tmp_path):
+    # the committed bench.json read back by the current code gives every table
+    # row of the committed topk.md
+    from pathlib import Path
+
+    from comparisons.cli import main
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "bench"
+    if not (docs / "bench.json").exists():
+        pytest.skip("no committed benchmark run")
+    assert (
+        main(["bench", "--render", str(docs / "bench.json"), "--out", str(tmp_path)])
+        == 0
+    )
+
+    def rows(text):
+        return [line for line in text.splitlines() if line.startswith("|")]
+
+    want = rows((docs / "topk.md").read_text())
+    assert len(want) > 50
+    assert rows((tmp_path / "topk.md").read_text()) == want

@@ -6,18 +6,19 @@ written to ``bench.json``.
 :class:`CellResult` per cell, one :class:`RowResult` per estimator row), the
 throughput and scale rows. ``to_dict`` gives the ``bench.json`` layout and
 ``from_dict`` reads it back, also from files written before the environment was
-recorded, so that ``python -m comparisons bench --render bench.json`` lays out
-any run again. The targets and winners are derived from the cells
-(:func:`~comparisons.bench.topk.targets`, :func:`~comparisons.bench.topk.wins`).
+recorded (through :mod:`comparisons.serial`), so that ``python -m comparisons
+bench --render bench.json`` lays out any run again. The targets and winners are
+derived from the cells (:func:`~comparisons.bench.topk.targets`,
+:func:`~comparisons.bench.topk.wins`).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
 from ..environment import Environment
+from ..serial import decode, encode
 
 __all__ = [
     "RowResult",
@@ -30,9 +31,8 @@ __all__ = [
 ]
 
 
-def _known(cls: Any, d: Mapping[str, Any]) -> Dict[str, Any]:
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in d.items() if k in names}
+def _omit(**metadata: Any) -> Any:
+    return field(default=None, metadata={"omit_none": True, **metadata})
 
 
 @dataclass
@@ -57,13 +57,6 @@ class RowResult:
     per_seed: Dict[str, Dict[str, List[Optional[int]]]]
     trajectories: Dict[str, List[List[List[float]]]]
     runs: List[Dict[str, Any]]
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RowResult":
-        return cls(**_known(cls, d))
 
     def runs_at(self, k: int) -> List[Dict[str, Any]]:
         r"""The runs scored at ``k`` (a run without ``k`` is scored at every k)."""
@@ -93,23 +86,10 @@ class CellResult:
     budget: int
     eps: float
     n_units: int
-    reference: Dict[str, Dict[str, Dict[str, float]]]
+    reference: Dict[str, Dict[str, Dict[str, Any]]]
     rows: Dict[str, RowResult]
-    reference_chains: Optional[List[Any]] = None
-    reference_evaluations: Optional[int] = None
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["rows"] = {n: r.to_dict() for n, r in self.rows.items()}
-        if self.reference_chains is None:
-            del d["reference_chains"], d["reference_evaluations"]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CellResult":
-        kw = _known(cls, d)
-        kw["rows"] = {n: RowResult.from_dict(r) for n, r in d["rows"].items()}
-        return cls(**kw)
+    reference_chains: Optional[List[Any]] = _omit()
+    reference_evaluations: Optional[int] = _omit()
 
 
 @dataclass
@@ -130,9 +110,6 @@ class TargetRow:
     default_first_estimate: float
     plain_evaluations_per_chain: float
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
 class CellWin:
@@ -145,9 +122,6 @@ class CellWin:
     winners: List[str]
     evaluations: float
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
 class Wins:
@@ -155,9 +129,6 @@ class Wins:
 
     cells: List[CellWin]
     by_row: Dict[str, List[str]]
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"cells": [c.to_dict() for c in self.cells], "by_row": self.by_row}
 
 
 @dataclass
@@ -169,24 +140,6 @@ class TopkResults:
     cells: List[CellResult]
     wins: Optional[Wins] = None
     targets: List[TargetRow] = field(default_factory=list)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "seeds": self.seeds,
-            "wall_s": self.wall_s,
-            "cells": [c.to_dict() for c in self.cells],
-            "wins": None if self.wins is None else self.wins.to_dict(),
-            "targets": [t.to_dict() for t in self.targets],
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TopkResults":
-        wall = d.get("wall_s")
-        return cls(
-            seeds=list(d["seeds"]),
-            wall_s=math.nan if wall is None else float(wall),
-            cells=[CellResult.from_dict(c) for c in d["cells"]],
-        )
 
 
 @dataclass
@@ -206,36 +159,20 @@ class BenchReport:
 
     command: str
     environment: Environment
-    jobs: int
-    topk: Optional[TopkResults] = None
-    throughput: Optional[List[Dict[str, Any]]] = None
-    scale: Optional[List[Dict[str, Any]]] = None
+    jobs: int = 1
+    topk: Optional[TopkResults] = _omit(key="evaluations_to_topk")
+    throughput: Optional[List[Dict[str, Any]]] = _omit()
+    scale: Optional[List[Dict[str, Any]]] = _omit()
 
     def to_dict(self) -> Dict[str, Any]:
-        d: Dict[str, Any] = {
-            "command": self.command,
-            "environment": self.environment.to_dict(),
-            "jobs": self.jobs,
-        }
-        if self.topk is not None:
-            d["evaluations_to_topk"] = self.topk.to_dict()
-        if self.throughput is not None:
-            d["throughput"] = self.throughput
-        if self.scale is not None:
-            d["scale"] = self.scale
-        return d
+        r"""The ``bench.json`` layout."""
+        return encode(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "BenchReport":
-        env = d.get("environment")
-        topk = d.get("evaluations_to_topk")
-        return cls(
-            command=d["command"],
-            environment=(
-                Environment.from_dict(env) if env else Environment.from_legacy(d)
-            ),
-            jobs=int(d.get("jobs", 1)),
-            topk=None if topk is None else TopkResults.from_dict(topk),
-            throughput=d.get("throughput"),
-            scale=d.get("scale"),
-        )
+        r"""A run from its ``bench.json`` (also one written before the
+        environment was recorded)."""
+        d = dict(d)
+        if "environment" not in d:
+            d["environment"] = Environment.from_legacy(d).to_dict()
+        return decode(cls, d)

@@ -12,11 +12,12 @@ saved run again.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
 from ..cost import Cost
 from ..environment import Environment
+from ..serial import decode, encode
 
 __all__ = [
     "ShapleyInfo",
@@ -33,9 +34,8 @@ Curves = Dict[str, Dict[str, List[Optional[float]]]]
 Unit = List[Any]
 
 
-def _known(cls: Any, d: Mapping[str, Any]) -> Dict[str, Any]:
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in d.items() if k in names}
+def _omit() -> Any:
+    return field(default=None, metadata={"omit_none": True})
 
 
 @dataclass
@@ -51,13 +51,6 @@ class ShapleyInfo:
     V_all: float
     V_none: float
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ShapleyInfo":
-        return cls(**_known(cls, d))
-
 
 @dataclass
 class RandomCurves:
@@ -70,36 +63,19 @@ class RandomCurves:
     min: Dict[str, List[float]] = field(default_factory=dict)
     max: Dict[str, List[float]] = field(default_factory=dict)
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RandomCurves":
-        return cls(**_known(cls, d))
-
 
 @dataclass
 class ClassRow:
     r"""One class of the every-class table: recall and the other classes'
     accuracy before and after removing its removal set."""
 
-    cls: int
-    before: Dict[str, float]
-    after_set: Dict[str, float]
-    evaluations: int
-    wall_s: float
+    cls: int = field(metadata={"key": "class"})
+    before: Dict[str, float] = field(default_factory=dict)
+    after_set: Dict[str, float] = field(default_factory=dict)
+    evaluations: int = 0
+    wall_s: float = 0.0
     stop_reason: str = ""
     removed: List[Unit] = field(default_factory=list)
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        return {"class": d.pop("cls"), **d}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ClassRow":
-        kw = _known(cls, d)
-        kw["cls"] = int(d["class"])
-        return cls(**kw)
 
 
 @dataclass
@@ -173,14 +149,16 @@ class CaseSummary:
     quantity: str
     baseline_data: str
     model: str
-    judged: Judged
-    excluded: Optional[List[Unit]] = None
-    cls: Optional[int] = None
-    library_report: Optional[Dict[str, Any]] = None
-    subgroup: Optional[Dict[str, int]] = None
-    attack: Optional[Dict[str, Any]] = None
-    fresh_attack_success: Optional[Dict[str, float]] = None
-    other_classes: Optional[List[ClassRow]] = None
+    judged: Judged = field(metadata={"flatten": True})
+    excluded: Optional[List[Unit]] = _omit()
+    cls: Optional[int] = field(
+        default=None, metadata={"key": "class", "omit_none": True}
+    )
+    library_report: Optional[Dict[str, Any]] = _omit()
+    subgroup: Optional[Dict[str, int]] = _omit()
+    attack: Optional[Dict[str, Any]] = _omit()
+    fresh_attack_success: Optional[Dict[str, float]] = _omit()
+    other_classes: Optional[List[ClassRow]] = _omit()
 
     # -- reading -------------------------------------------------------------------
 
@@ -189,89 +167,6 @@ class CaseSummary:
 
     def random_at(self, metric: str, k: int, stat: str = "median") -> float:
         return getattr(self.judged.random, stat)[metric][self.ks.index(k)]
-
-    # -- files ---------------------------------------------------------------------
-
-    def to_dict(self) -> Dict[str, Any]:
-        d: Dict[str, Any] = {
-            "key": self.key,
-            "title": self.title,
-            "paper": self.paper,
-            "k": self.k,
-            "ks": self.ks,
-            "n_units": self.n_units,
-            "n_evaluations": self.n_evaluations,
-            "shapley": self.shapley.to_dict(),
-            "costs": {m: c.as_dict() for m, c in self.costs.items()},
-            "quantity": self.quantity,
-            "baseline_data": self.baseline_data,
-            "model": self.model,
-        }
-        j = self.judged
-        d.update(
-            curves=j.curves,
-            before=j.before,
-            random=j.random.to_dict(),
-            orders=j.orders,
-            random_orders=j.random_orders,
-            winner_metric=j.winner_metric,
-            winners=j.winners,
-            winners_primary=j.winners_primary,
-            cost_metric=j.cost_metric,
-            primary=j.primary,
-            goal=j.goal,
-            metrics=j.metrics,
-        )
-        for name in OPTIONAL:
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if name == "other_classes":
-                value = [r.to_dict() for r in value]
-            d["class" if name == "cls" else name] = value
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CaseSummary":
-        judged = Judged(
-            curves=d["curves"],
-            before=d["before"],
-            random=RandomCurves.from_dict(d["random"]),
-            orders=d["orders"],
-            random_orders=d["random_orders"],
-            winner_metric=d["winner_metric"],
-            winners=d["winners"],
-            winners_primary=d["winners_primary"],
-            cost_metric=d.get("cost_metric"),
-            primary=d["primary"],
-            goal=d["goal"],
-            metrics=list(d["metrics"]),
-        )
-        others = d.get("other_classes")
-        return cls(
-            key=d["key"],
-            title=d["title"],
-            paper=d["paper"],
-            k=int(d["k"]),
-            ks=[int(k) for k in d["ks"]],
-            n_units=int(d["n_units"]),
-            n_evaluations=int(d["n_evaluations"]),
-            shapley=ShapleyInfo.from_dict(d["shapley"]),
-            costs={m: Cost.from_dict(c) for m, c in d["costs"].items()},
-            quantity=d.get("quantity", ""),
-            baseline_data=d.get("baseline_data", ""),
-            model=d.get("model", ""),
-            judged=judged,
-            excluded=d.get("excluded"),
-            cls=d.get("class"),
-            library_report=d.get("library_report"),
-            subgroup=d.get("subgroup"),
-            attack=d.get("attack"),
-            fresh_attack_success=d.get("fresh_attack_success"),
-            other_classes=(
-                None if others is None else [ClassRow.from_dict(r) for r in others]
-            ),
-        )
 
 
 @dataclass
@@ -297,36 +192,19 @@ class CaseStudies:
     models: Dict[str, Dict[str, str]]
     data: Dict[str, Any]
     settings: Dict[str, Any]
-    cases: Dict[str, CaseSummary]
+    cases: Dict[str, CaseSummary] = field(metadata={"key": "apps"})
     figures: Dict[str, str] = field(default_factory=dict)
     total_wall_s: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
-            "command": self.command,
-            "quick": self.quick,
-            "environment": self.environment.to_dict(),
-            "models": self.models,
-            "data": self.data,
-            "settings": self.settings,
-            "apps": {key: c.to_dict() for key, c in self.cases.items()},
-            "figures": self.figures,
-            "total_wall_s": self.total_wall_s,
-        }
+        r"""The ``applications.json`` layout."""
+        return encode(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CaseStudies":
-        env = d.get("environment")
-        return cls(
-            command=d["command"],
-            quick=bool(d["quick"]),
-            environment=(
-                Environment.from_dict(env) if env else Environment.from_legacy(d)
-            ),
-            models=d["models"],
-            data=d["data"],
-            settings=d["settings"],
-            cases={key: CaseSummary.from_dict(c) for key, c in d["apps"].items()},
-            figures=dict(d.get("figures", {})),
-            total_wall_s=float(d.get("total_wall_s") or 0.0),
-        )
+        r"""A run from its ``applications.json`` (also one written before the
+        environment was recorded)."""
+        d = dict(d)
+        if "environment" not in d:
+            d["environment"] = Environment.from_legacy(d).to_dict()
+        return decode(cls, d)

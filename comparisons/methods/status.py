@@ -4,8 +4,7 @@ own criterion, or gave no result, and says why."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, Mapping
+from dataclasses import dataclass
 
 __all__ = ["MethodStatus"]
 
@@ -32,13 +31,6 @@ class MethodStatus:
     complete: bool = True
     skipped: bool = False
     reason: str = ""
-
-    def as_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "MethodStatus":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def add_reason(self, reason: str) -> None:
         r"""Append ``reason`` to the reasons given so far."""

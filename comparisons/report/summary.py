@@ -4,22 +4,24 @@ r"""The report's typed summary: what a run measured, handed to the renderers
 
 :class:`ReportSummary` holds one :class:`QuestionSummary` per question; each
 method's removal curve is a :class:`Curve`, its cost a :class:`CostSummary` and
-its budget and completion a :class:`~comparisons.methods.MethodStatus`. Every
-class has ``to_dict`` (the ``results.json`` layout; ``nan`` is written as
-``null``) and ``from_dict`` (which also reads files written before the
-environment was recorded), so that a saved run can be rendered again
+its budget and completion a :class:`~comparisons.methods.MethodStatus`.
+:meth:`ReportSummary.to_dict` gives the ``results.json`` layout (``nan`` written
+as ``null``) and :meth:`ReportSummary.from_dict` reads it back (also files
+written before the environment was recorded), through
+:mod:`comparisons.serial`, so that a saved run can be rendered again
 (``python -m comparisons --render results.json``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
 
 from ..cost import Cost
 from ..environment import Environment
 from ..methods import GRADIENT, MethodStatus
+from ..serial import decode, encode
 from ..text import finite
 
 __all__ = [
@@ -41,14 +43,8 @@ __all__ = [
 MARK = "†"
 
 
-def _floats(xs: Sequence[Optional[float]]) -> List[float]:
-    r"""JSON's nulls back to ``nan``."""
-    return [math.nan if x is None else float(x) for x in xs]
-
-
-def _known(cls: Any, d: Mapping[str, Any]) -> Dict[str, Any]:
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in d.items() if k in names}
+def _omit(**kw: Any) -> Any:
+    return field(default=None, metadata={"omit_none": True}, **kw)
 
 
 @dataclass
@@ -74,20 +70,13 @@ class CostSummary:
     backward_calls: float = 0
     backward_examples: float = 0
     model_evaluations: float = 0
-    aggregate: Optional[str] = None
-    continuation_evaluations: Optional[float] = None
-    continuation_wall_s: Optional[float] = None
+    aggregate: Optional[str] = _omit()
+    continuation_evaluations: Optional[float] = _omit()
+    continuation_wall_s: Optional[float] = _omit()
 
     @classmethod
     def of(cls, cost: Cost) -> "CostSummary":
         return cls(**cost.as_dict())
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CostSummary":
-        return cls(**_known(cls, d))
 
 
 @dataclass
@@ -114,22 +103,6 @@ class Curve:
     std: List[float]
     auc: float
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Curve":
-        auc = d.get("auc")
-        return cls(
-            runs=[_floats(r) for r in d["runs"]],
-            curve=_floats(d["curve"]),
-            aggregate=d.get("aggregate", ""),
-            min=_floats(d["min"]),
-            max=_floats(d["max"]),
-            std=_floats(d["std"]),
-            auc=math.nan if auc is None else float(auc),
-        )
-
 
 @dataclass
 class KWinners:
@@ -138,14 +111,6 @@ class KWinners:
     k: int
     value: float
     winners: List[str]
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "KWinners":
-        v = d.get("value")
-        return cls(int(d["k"]), math.nan if v is None else float(v), list(d["winners"]))
 
 
 @dataclass
@@ -157,13 +122,6 @@ class RefineInfo:
     pool: int
     continued_to: int
     wall_s: float
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RefineInfo":
-        return cls(**_known(cls, d))
 
 
 @dataclass
@@ -183,19 +141,6 @@ class ShapleyRunInfo:
     epsilon: Optional[float] = None
     refine: Optional[RefineInfo] = None
 
-    def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        d["refine"] = None if self.refine is None else self.refine.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ShapleyRunInfo":
-        kw = _known(cls, d)
-        kw["refine"] = (
-            None if d.get("refine") is None else RefineInfo.from_dict(d["refine"])
-        )
-        return cls(**kw)
-
 
 @dataclass
 class Agreement:
@@ -207,35 +152,16 @@ class Agreement:
     overlap: List[List[float]]
     spearman: List[List[float]]
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Agreement":
-        return cls(
-            list(d["methods"]),
-            int(d["k"]),
-            [_floats(r) for r in d["overlap"]],
-            [_floats(r) for r in d["spearman"]],
-        )
-
 
 @dataclass
 class OtherClasses:
     r"""The other classes' accuracy (test) after removing each method's first
-    ``k`` units of the recall question: how specific the removed units are."""
+    ``k`` units of the recall question (``after``, one entry per method, laid
+    out beside ``k`` and ``intact``): how specific the removed units are."""
 
     k: int
     intact: float
-    after: Dict[str, float]
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"k": self.k, "intact": self.intact, **self.after}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "OtherClasses":
-        after = {m: v for m, v in d.items() if m not in ("k", "intact")}
-        return cls(int(d["k"]), float(d["intact"]), after)
+    after: Dict[str, float] = field(metadata={"flatten": True})
 
 
 @dataclass
@@ -272,7 +198,6 @@ class QuestionSummary:
         other_classes_accuracy (OtherClasses, optional): Recall question only.
     """
 
-    key: str
     title: str
     metric: str
     n_val: int
@@ -296,7 +221,8 @@ class QuestionSummary:
     time_s: Optional[float]
     wall_s: float
     resolution: float = 0.0
-    other_classes_accuracy: Optional[OtherClasses] = None
+    other_classes_accuracy: Optional[OtherClasses] = _omit()
+    key: str = ""
 
     # -- reading ---------------------------------------------------------------
 
@@ -327,73 +253,6 @@ class QuestionSummary:
         vals = [(self.at(m, k), m) for m in GRADIENT if self.at(m, k) == self.at(m, k)]
         return min(vals)[1] if vals else None
 
-    # -- files -----------------------------------------------------------------
-
-    def to_dict(self) -> Dict[str, Any]:
-        d: Dict[str, Any] = {
-            "title": self.title,
-            "metric": self.metric,
-            "n_val": self.n_val,
-            "n_test": self.n_test,
-            "n_test_available": self.n_test_available,
-            "k": self.k,
-            "K": self.K,
-            "ks": self.ks,
-            "intact": self.intact,
-            "excluded": self.excluded,
-            "resolution": self.resolution,
-            "methods": {m: c.to_dict() for m, c in self.methods.items()},
-            "winners": [w.to_dict() for w in self.winners],
-            "costs": {m: c.to_dict() for m, c in self.costs.items()},
-            "status": {m: s.as_dict() for m, s in self.status.items()},
-            "agreement": self.agreement.to_dict(),
-            "top_units": self.top_units,
-            "shapley_runs": [r.to_dict() for r in self.shapley_runs],
-            "full_greedy_rule": self.full_greedy_rule,
-            "seconds_per_evaluation": self.seconds_per_evaluation,
-            "setup_cost": {m: c.to_dict() for m, c in self.setup_cost.items()},
-            "time_s": self.time_s,
-            "wall_s": self.wall_s,
-        }
-        if self.other_classes_accuracy is not None:
-            d["other_classes_accuracy"] = self.other_classes_accuracy.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, key: str, d: Mapping[str, Any]) -> "QuestionSummary":
-        other = d.get("other_classes_accuracy")
-        return cls(
-            key=key,
-            title=d["title"],
-            metric=d.get("metric", ""),
-            n_val=int(d["n_val"]),
-            n_test=int(d["n_test"]),
-            n_test_available=int(d.get("n_test_available", d["n_test"])),
-            k=int(d["k"]),
-            K=int(d["K"]),
-            ks=[int(k) for k in d["ks"]],
-            intact=float(d["intact"]),
-            excluded=int(d.get("excluded", 0)),
-            resolution=float(d.get("resolution") or 0.0),
-            methods={m: Curve.from_dict(c) for m, c in d["methods"].items()},
-            winners=[KWinners.from_dict(w) for w in d["winners"]],
-            costs={m: CostSummary.from_dict(c) for m, c in d["costs"].items()},
-            status={m: MethodStatus.from_dict(s) for m, s in d["status"].items()},
-            agreement=Agreement.from_dict(d["agreement"]),
-            top_units={m: [list(u) for u in us] for m, us in d["top_units"].items()},
-            shapley_runs=[ShapleyRunInfo.from_dict(r) for r in d["shapley_runs"]],
-            full_greedy_rule=d.get("full_greedy_rule", ""),
-            seconds_per_evaluation=dict(d.get("seconds_per_evaluation", {})),
-            setup_cost={
-                m: CostSummary.from_dict(c) for m, c in d.get("setup_cost", {}).items()
-            },
-            time_s=d.get("time_s"),
-            wall_s=float(d.get("wall_s") or 0.0),
-            other_classes_accuracy=(
-                None if other is None else OtherClasses.from_dict(other)
-            ),
-        )
-
 
 @dataclass
 class ShapleyValues:
@@ -412,16 +271,6 @@ class ShapleyValues:
     stop_reason: str
     permutations: int
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ShapleyValues":
-        kw = _known(cls, d)
-        for key in ("values", "lower", "upper"):
-            kw[key] = _floats(d[key])
-        return cls(**kw)
-
     def boundary(self) -> Optional[float]:
         r"""Midpoint between the ``k``-th and ``(k+1)``-th values (None without
         a ``k`` below the number of units)."""
@@ -437,21 +286,12 @@ class PlainTMC:
     bandit walked (overall question, seed 0), or why it did not run."""
 
     ran: bool
-    reason: str = ""
-    chains_requested: Optional[int] = None
-    chains: Optional[int] = None
-    evaluations: Optional[int] = None
-    wall_s: Optional[float] = None
-    bandit_evaluations: Optional[int] = None
-
-    def to_dict(self) -> Dict[str, Any]:
-        if not self.ran:
-            return {"ran": False, "reason": self.reason}
-        return {k: v for k, v in asdict(self).items() if k != "reason"}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PlainTMC":
-        return cls(**_known(cls, d))
+    reason: Optional[str] = _omit()
+    chains_requested: Optional[int] = _omit()
+    chains: Optional[int] = _omit()
+    evaluations: Optional[int] = _omit()
+    wall_s: Optional[float] = _omit()
+    bandit_evaluations: Optional[int] = _omit()
 
 
 @dataclass
@@ -508,64 +348,16 @@ class ReportSummary:
 
     def to_dict(self) -> Dict[str, Any]:
         r"""The ``results.json`` layout (``nan`` and infinities as null)."""
-        d = {
-            "command": self.command,
-            "setup": self.setup,
-            "environment": self.environment.to_dict(),
-            "layers": self.layers,
-            "layer_sizes": self.layer_sizes,
-            "n_units": self.n_units,
-            "k": self.k,
-            "K": self.K,
-            "quick": self.quick,
-            "seeds": self.seeds,
-            "random_seeds": self.random_seeds,
-            "n_steps": self.n_steps,
-            "time_budget_s": self.time_budget_s,
-            "perturbations_per_eval": self.perturbations_per_eval,
-            "full_greedy_max_evaluations": self.full_greedy_max_evaluations,
-            "recall_excluded_fraction": self.recall_excluded_fraction,
-            "questions": {key: q.to_dict() for key, q in self.questions.items()},
-            "plain_tmc": self.plain_tmc.to_dict(),
-            "shapley_values": (
-                None if self.shapley_values is None else self.shapley_values.to_dict()
-            ),
-            "conductance_picture_unit": self.conductance_picture_unit,
-            "figures": self.figures,
-            "total_wall_s": self.total_wall_s,
-        }
-        return finite(d)
+        return finite(encode(self))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ReportSummary":
-        env = d.get("environment")
-        sv = d.get("shapley_values")
-        return cls(
-            command=d["command"],
-            setup=d["setup"],
-            environment=(
-                Environment.from_dict(env) if env else Environment.from_legacy(d)
-            ),
-            layers=list(d["layers"]),
-            layer_sizes=list(d.get("layer_sizes", [])),
-            n_units=int(d["n_units"]),
-            k=int(d["k"]),
-            K=int(d["K"]),
-            quick=bool(d["quick"]),
-            seeds=int(d["seeds"]),
-            random_seeds=int(d["random_seeds"]),
-            n_steps=int(d["n_steps"]),
-            time_budget_s=d.get("time_budget_s"),
-            perturbations_per_eval=int(d["perturbations_per_eval"]),
-            full_greedy_max_evaluations=int(d["full_greedy_max_evaluations"]),
-            recall_excluded_fraction=float(d["recall_excluded_fraction"]),
-            questions={
-                key: QuestionSummary.from_dict(key, q)
-                for key, q in d["questions"].items()
-            },
-            plain_tmc=PlainTMC.from_dict(d["plain_tmc"]),
-            shapley_values=None if sv is None else ShapleyValues.from_dict(sv),
-            conductance_picture_unit=d.get("conductance_picture_unit"),
-            figures=dict(d.get("figures", {})),
-            total_wall_s=float(d.get("total_wall_s") or 0.0),
-        )
+        r"""A summary from its ``results.json`` (also one written before the
+        environment was recorded)."""
+        d = dict(d)
+        if "environment" not in d:
+            d["environment"] = Environment.from_legacy(d).to_dict()
+        summary: ReportSummary = decode(cls, d)
+        for key, q in summary.questions.items():
+            q.key = key
+        return summary
