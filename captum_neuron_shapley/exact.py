@@ -4,7 +4,7 @@ For games with up to :data:`MAX_EXACT_UNITS` units, :func:`exact_values`
 evaluates all ``2^n`` coalitions and returns the Shapley values, or, with a
 truncation threshold, the exact expectation that the truncated permutation
 chains of :mod:`captum_neuron_shapley.sampler` estimate. It is the ground truth
-of the tests and of ``python -m comparisons.coverage``.
+of the tests and of ``python -m comparisons coverage``.
 
 Truncated target. A chain removes units in a uniformly random order and counts a
 unit's marginal contribution only while every state so far (the intact model

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Mapping
 
 from torch import nn, Tensor
 
@@ -38,6 +38,10 @@ class Cost:
         d = asdict(self)
         d["wall_s"] = round(self.wall_s, 3)
         return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Cost":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 def _batch(x: Any) -> int:

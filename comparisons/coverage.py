@@ -1,5 +1,5 @@
 r"""Do the confidence intervals hold where the bandit stops?
-(``python -m comparisons.coverage --seeds 200``, about an hour on one core;
+(``python -m comparisons coverage --seeds 200``, about an hour on one core;
 ``--digits-cost``: what each bound costs on the digits CNN.)
 
 On small games whose Shapley values are known exactly (computed by enumerating
@@ -24,20 +24,64 @@ Games (exact values by enumeration, no truncation unless said):
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from captum_neuron_shapley import FilterShapley, NeuronShapley
+from captum_neuron_shapley import FilterShapley, NeuronShapley, TopKSeparated
+from captum_neuron_shapley.bounds import make_bound
 from captum_neuron_shapley.exact import exact_values
 from captum_neuron_shapley.metrics import NegativeCrossEntropy
 
+from .environment import Environment
 from .games import blobs, mlp_data, train_tiny
 
-__all__ = ["coverage_games", "coverage_at_stop", "main"]
+__all__ = [
+    "CoverageOptions",
+    "coverage_games",
+    "coverage_at_stop",
+    "digits_cost",
+    "run_coverage",
+    "METRICS",
+    "main",
+]
+
+#: The metrics a coverage row can use (None: the default, accuracy).
+METRICS = {"accuracy": None, "cross-entropy": NegativeCrossEntropy()}
+
+
+@dataclass
+class CoverageOptions:
+    r"""Settings of :func:`run_coverage` (the flags of ``python -m comparisons
+    coverage``).
+
+    Attributes:
+        seeds (int): Runs per row.
+        bounds (list of str): Bound modes (``anytime``, ``fixed``, ...).
+        truncation (list): ``None`` (no truncation) and / or ``"auto"``.
+        games (list of str): ``tiny-cnn``, ``mlp``.
+        metrics (list of str): Keys of :data:`METRICS`.
+        max_evaluations (int): Each run's evaluation budget.
+        digits_cost (bool): Instead, what each bound costs on the digits CNN.
+    """
+
+    seeds: int = 200
+    bounds: Sequence[str] = ("anytime", "fixed")
+    truncation: Sequence[Optional[str]] = (None, "auto")
+    games: Sequence[str] = ("tiny-cnn", "mlp")
+    metrics: Sequence[str] = ("accuracy", "cross-entropy")
+    max_evaluations: int = 200_000
+    digits_cost: bool = False
+
+
+def _stop(top_k: int, bound: Optional[str]) -> Dict[str, Any]:
+    r"""``attribute`` keywords for the top-k rule with the named bound."""
+    if bound is None:
+        return {}
+    return {"stop": TopKSeparated(top_k, None, make_bound(bound))}
 
 
 def coverage_games() -> Dict[str, Tuple[Any, Tuple[Any, ...], Dict[str, Any], int]]:
@@ -85,6 +129,8 @@ def coverage_at_stop(
     bias = 0.0
     evals: List[int] = []
     perms: List[int] = []
+    kwargs = dict(kwargs)
+    kwargs.update(_stop(top_k, kwargs.pop("bound", None)))
     for seed in seeds:
         res = attr.attribute(
             x,
@@ -140,10 +186,10 @@ def digits_cost(seeds: Sequence[int], bounds: Sequence[str]) -> List[str]:
                 data.x_val,
                 target=data.y_val,
                 top_k=10,
-                bound=bound,
                 perturbations_per_eval=8,
                 seed=seed,
                 return_result=True,
+                **_stop(10, bound),
             )
             evals.append(res.n_evaluations)
             conv += int(res.converged)
@@ -154,53 +200,35 @@ def digits_cost(seeds: Sequence[int], bounds: Sequence[str]) -> List[str]:
     return lines
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m comparisons.coverage")
-    p.add_argument("--seeds", type=int, default=200)
-    p.add_argument(
-        "--bounds", default="anytime,fixed", help="comma-separated bound modes"
+def _row(gname: str, mname: str, n_units: int, **kw: Any) -> str:
+    r"""One row of the coverage table (runs the seeds)."""
+    r = coverage_at_stop(**kw)
+    attr, k, trunc, bound = kw["attr"], kw["top_k"], kw["truncation"], kw["bound"]
+    return (
+        f"| {gname} ({attr.__class__.__name__}, top-{k}) | {mname} "
+        f"| {trunc or 'none'} | {bound} | {r['miss_rate']:.3f} | "
+        f"{r['miss_rate_shapley']:.3f} | {r['max_bias']:.4f} | "
+        f"{r['unit_misses']}/{r['runs'] * n_units} | "
+        f"{r['converged']}/{r['runs']} | "
+        f"{r['median_evaluations']:.0f} | "
+        f"{r['median_permutations']:.0f} |"
     )
-    p.add_argument(
-        "--truncation", default="none,auto", help="comma-separated: none, auto"
-    )
-    p.add_argument(
-        "--games", default="tiny-cnn,mlp", help="comma-separated: tiny-cnn, mlp"
-    )
-    p.add_argument(
-        "--metrics",
-        default="accuracy,cross-entropy",
-        help="comma-separated: accuracy, cross-entropy",
-    )
-    p.add_argument(
-        "--max-evaluations",
-        type=int,
-        default=200_000,
-        help="evaluation budget of each run (a run that reaches it stops there: "
-        "a stopping time too, so the intervals must still hold)",
-    )
-    p.add_argument(
-        "--digits-cost",
-        action="store_true",
-        help="instead: evaluations each bound needs to stop on the digits CNN",
-    )
-    args = p.parse_args(argv)
+
+
+def run_coverage(opts: CoverageOptions) -> int:
+    r"""Print the coverage table (or, with ``digits_cost``, the cost table) in
+    markdown, with the environment it ran in."""
     torch.set_num_threads(1)
-    bounds = [b for b in args.bounds.split(",") if b]
-    if args.digits_cost:
+    print(f"Environment: {Environment.capture().line()}.")
+    print()
+    if opts.digits_cost:
         print("Top-10 bandit on the digits CNN (160 filters), seeds 0-2:")
         print()
-        print("\n".join(digits_cost(range(3), bounds)))
+        print("\n".join(digits_cost(range(3), opts.bounds)))
         return 0
-    truncs = [None if t == "none" else t for t in args.truncation.split(",") if t]
-    known = {"accuracy": None, "cross-entropy": NegativeCrossEntropy()}
-    names = [m for m in args.metrics.split(",") if m]
-    for m in names:
-        if m not in known:
-            p.error(f"--metrics: unknown metric {m!r} (choose from {', '.join(known)})")
-    metrics = [(m, known[m]) for m in names]
     print(
-        f"Family-wise miss rate at the bandit's stopping time, {args.seeds} seeds "
-        f"per row, at most {args.max_evaluations} evaluations per run (the bound "
+        f"Family-wise miss rate at the bandit's stopping time, {opts.seeds} seeds "
+        f"per row, at most {opts.max_evaluations} evaluations per run (the bound "
         "promises at most 0.05), against the estimator's exact "
         "target (the Shapley values without truncation, the truncated chains' "
         "expectation with it) and against the Shapley values; default settings "
@@ -215,41 +243,43 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     t0 = time.perf_counter()
     games = coverage_games()
-    for gname in [g for g in args.games.split(",") if g]:
-        if gname not in games:
-            p.error(f"--games: unknown game {gname!r} (choose from {', '.join(games)})")
+    for gname in opts.games:
         attr, data, game_kw, k = games[gname]
-        for mname, metric in metrics:
+        for mname in opts.metrics:
             kw = dict(game_kw)
-            if metric is not None:
-                kw["metric"] = metric
+            if METRICS[mname] is not None:
+                kw["metric"] = METRICS[mname]
             n_units = attr.game(*data[:1], target=data[1], **kw).n_units
-            for trunc in truncs:
-                for bound in bounds:
-                    r = coverage_at_stop(
-                        attr,
-                        data,
-                        kw,
-                        k,
-                        range(args.seeds),
+            for trunc in opts.truncation:
+                for bound in opts.bounds:
+                    line = _row(
+                        gname,
+                        mname,
+                        n_units,
+                        attr=attr,
+                        data=data,
+                        game_kw=kw,
+                        top_k=k,
+                        seeds=range(opts.seeds),
                         bound=bound,
                         truncation=trunc,
                         perturbations_per_eval=16,
-                        max_evaluations=args.max_evaluations,
+                        max_evaluations=opts.max_evaluations,
                     )
-                    print(
-                        f"| {gname} ({attr.__class__.__name__}, top-{k}) | {mname} "
-                        f"| {trunc or 'none'} | {bound} | {r['miss_rate']:.3f} | "
-                        f"{r['miss_rate_shapley']:.3f} | {r['max_bias']:.4f} | "
-                        f"{r['unit_misses']}/{r['runs'] * n_units} | "
-                        f"{r['converged']}/{r['runs']} | "
-                        f"{r['median_evaluations']:.0f} | "
-                        f"{r['median_permutations']:.0f} |",
-                        flush=True,
-                    )
+                    print(line, flush=True)
     print()
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    r"""``python -m comparisons.coverage``: the same as ``python -m comparisons
+    coverage``."""
+    import sys
+
+    from .cli import main as cli_main
+
+    return cli_main(["coverage", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

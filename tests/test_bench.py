@@ -2,7 +2,7 @@
 
 import torch
 
-from captum_neuron_shapley import FilterShapley
+from captum_neuron_shapley import Callback, FilterShapley, PermutationSampler
 from comparisons.bench import EPS, precision
 
 
@@ -30,9 +30,9 @@ def test_callback_sees_every_round_and_can_stop(tiny, tiny_data):
         x,
         target=y,
         max_permutations=50,
-        callback=cb,
+        stop=Callback(cb),
         seed=0,
-        strata=1,
+        sampler=PermutationSampler(strata=1, batch_size=None),
         return_result=True,
     )
     assert [p for p, _ in seen] == [1, 2, 3]  # one chain per round

@@ -28,14 +28,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comparisons import baselines as B
-from comparisons.applications import (
+from comparisons.case_studies import (
     AppOptions,
+    CaseStudies,
     fingerprint,
     GRADIENT_METHODS,
+    render_saved,
     run_applications,
     SHAPLEY_SET,
 )
+from comparisons.methods import baselines as B
 from torch import nn
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "applications"
@@ -371,17 +373,25 @@ def test_small_run_writes_the_report_and_its_numbers_are_real(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s = run_applications(opts)
-    for name in ["applications.md", "applications.json"] + list(s["figures"].values()):
+    for name in ["applications.md", "applications.json"] + list(s.figures.values()):
         assert (tmp_path / name).stat().st_size > 0, name
     text = (tmp_path / "applications.md").read_text()
     assert "| application | paper | here: before -> after on held-out data |" in text
-    for app in s["apps"].values():
-        assert app["paper"] in text
-        assert set(GRADIENT_METHODS) <= set(app["curves"])
-        assert any(m.endswith("+ greedy") for m in app["curves"])
-        assert app["n_evaluations"] > 0
+    for case in s.cases.values():
+        assert case.paper in text
+        assert set(GRADIENT_METHODS) <= set(case.judged.curves)
+        assert any(m.endswith("+ greedy") for m in case.judged.curves)
+        assert case.n_evaluations > 0
     saved = json.loads((tmp_path / "applications.json").read_text())
     assert check_summary(saved) > 100
+    # a saved run is laid out again from its JSON alone: the same text, the
+    # same figures, the same JSON
+    again = tmp_path / "again"
+    render_saved(tmp_path / "applications.json", again)
+    assert (again / "applications.md").read_text() == text
+    assert json.loads((again / "applications.json").read_text()) == saved
+    for name in s.figures.values():
+        assert (again / name).stat().st_size > 0, name
 
 
 def _committed():
@@ -391,6 +401,22 @@ def _committed():
     summary = json.loads(path.read_text())
     assert not summary["quick"]
     return summary
+
+
+def test_committed_run_reads_back_and_renders(tmp_path):
+    # the committed JSON is read by the current renderers: every field survives
+    # the round trip and the report is laid out again with its numbers
+    summary = _committed()
+    studies = CaseStudies.from_dict(summary)
+    again = studies.to_dict()
+    for key in ("command", "models", "data", "settings", "apps", "figures"):
+        assert again[key] == summary[key], key
+    render_saved(DOCS / "applications.json", tmp_path)
+    text = (tmp_path / "applications.md").read_text()
+    overall = summary["apps"]["overall"]
+    j = overall["ks"].index(overall["k"])
+    value = overall["curves"][SHAPLEY_SET]["accuracy"][j]
+    assert f"{value:.3f}" in text
 
 
 def test_committed_full_run_numbers_are_what_the_cached_models_do():

@@ -5,8 +5,8 @@ import torch
 from captum.attr import LayerConductance
 
 from captum_neuron_shapley import FilterShapley, NeuronShapley
-from comparisons import baselines as B
 from comparisons.cost import count_cost
+from comparisons.methods import baselines as B
 from torch import nn
 
 

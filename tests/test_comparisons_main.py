@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from comparisons.__main__ import main
+from comparisons.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_quick_report_files_and_numbers(quick_run):
 
 
 def _digits_folder(root, size):
-    from comparisons.setup import write_digits_imagefolder
+    from comparisons.report.setup import write_digits_imagefolder
 
     return write_digits_imagefolder(root, classes=(0, 1, 2, 3), per_class=12, size=size)
 

@@ -4,18 +4,20 @@ identical to ``refine="greedy"``, removal on held-out data through a cached
 game identical to ``metric_after_removal``, and no crash when the bandit
 completes no chain (the old report then asked for ``max_permutations=0``)."""
 
+import dataclasses
 import json
 import re
 
 import pytest
 import torch
 
-from captum_neuron_shapley import FilterShapley
+from captum_neuron_shapley import FilterShapley, GreedyRefine
 from captum_neuron_shapley.ablation import metric_after_removal
+from comparisons.methods import COMPETING
+from comparisons.methods.greedy import greedy_sets
 from comparisons.protocol import per_k_winners, prefix_curves, ranking, spread
-from comparisons.report import COMPETING, Options, run_report
-from comparisons.scenarios import greedy_sets
-from comparisons.setup import Setup
+from comparisons.report import Options, render_saved, ReportSummary, run_report
+from comparisons.report.setup import Setup
 
 
 def _setup(trained_tiny, tiny_data):
@@ -132,14 +134,17 @@ def test_zero_chains_do_not_crash(tiny_setup, tmp_path):
     # two evaluations complete no chain of the 7-unit game: the old report then
     # called attribute(max_permutations=0) for its truncated Monte Carlo row
     s = run_report(tiny_setup, _opts(tmp_path, seeds=1, max_evaluations=2))
-    for q in s["questions"].values():
-        assert q["shapley_runs"][0]["permutations"] == 0
-        st = q["status"]["shapley"]
-        assert st["skipped"] and "completed no permutation chain" in st["reason"]
-        assert "shapley" not in q["methods"]  # zeros are no ranking
-        assert q["status"]["shapley-greedy"]["skipped"]
-        assert "conductance" in q["methods"]
-    assert s["plain_tmc"] == {"ran": False, "reason": "the bandit completed no chain"}
+    for q in s.questions.values():
+        assert q.shapley_runs[0].permutations == 0
+        st = q.status["shapley"]
+        assert st.skipped and "completed no permutation chain" in st.reason
+        assert "shapley" not in q.methods  # zeros are no ranking
+        assert q.status["shapley-greedy"].skipped
+        assert "conductance" in q.methods
+    assert s.to_dict()["plain_tmc"] == {
+        "ran": False,
+        "reason": "the bandit completed no chain",
+    }
     text = (tmp_path / "report.md").read_text()
     assert "completed no permutation chain" in text
     summary = text.split("## Where each method wins")[1].split("\n## ")[0]
@@ -149,19 +154,19 @@ def test_zero_chains_do_not_crash(tiny_setup, tmp_path):
     assert all(re.match(r"\| shapley(-greedy)?† \|", line) for line in rows)
 
 
-def test_label_marks_only_incomplete_methods():
-    from comparisons.markdown import label
+def test_label_marks_only_incomplete_methods(unconverged):
+    from comparisons.methods import MethodStatus
 
-    q = {
-        "status": {
-            "shapley": {"complete": True, "skipped": False},
-            "conductance": {"complete": False, "skipped": False},
-            "leave-one-out": {"complete": False, "skipped": True},
-        }
+    status = {
+        "shapley": MethodStatus(complete=True),
+        "conductance": MethodStatus(complete=False),
+        "leave-one-out": MethodStatus(complete=False, skipped=True),
     }
-    assert label(q, "shapley") == "shapley"
-    assert label(q, "conductance") == "conductance†"
-    assert label(q, "leave-one-out") == "leave-one-out†"  # skipped: no result
+    q = dataclasses.replace(unconverged[0].questions["overall"], status=status)
+    assert q.label("shapley") == "shapley"
+    assert q.label("conductance") == "conductance†"
+    assert q.label("leave-one-out") == "leave-one-out†"  # skipped: no result
+    assert q.incomplete("conductance") and not q.incomplete("leave-one-out")
 
 
 def test_refined_set_is_refine_greedy(tiny, tiny_data):
@@ -171,8 +176,7 @@ def test_refined_set_is_refine_greedy(tiny, tiny_data):
         xv,
         target=yv,
         top_k=2,
-        refine="greedy",
-        refine_pool=5,
+        refine=GreedyRefine(5),
         seed=3,
         max_evaluations=150,
         return_result=True,
@@ -180,18 +184,18 @@ def test_refined_set_is_refine_greedy(tiny, tiny_data):
     game = fs.game(xv, target=yv, perturbations_per_eval=8)
     order = torch.argsort(res.flat_values, descending=True).tolist()
     g = greedy_sets(game, order, 2, 4, 5)
-    assert g["order"][:2] == res.removal_set
-    assert g["curve"][:3] == pytest.approx(res.removal_curve.tolist())
-    assert g["evaluations"] == res.refine_evaluations
-    assert g["continued_to"] == 4 and len(g["order"]) == 4
+    assert g.order[:2] == res.removal_set
+    assert g.curve[:3] == pytest.approx(res.removal_curve.tolist())
+    assert g.evaluations == res.refine_evaluations
+    assert g.continued_to == 4 and len(g.order) == 4
     # continuing over the same pool = a search for 4 from the start
     from captum_neuron_shapley.refine import greedy_removal
 
     units, _ = greedy_removal(game, order, 4, pool_size=5)
-    assert g["order"] == units
+    assert g.order == units
     # no time for the continuation: the set stops at k
     g2 = greedy_sets(game, order, 2, 4, 5, continue_seconds=0.0, seconds_per_eval=1.0)
-    assert g2["continued_to"] == 2 and g2["continuation_evaluations"] == 0
+    assert g2.continued_to == 2 and g2.continuation_evaluations == 0
 
 
 def test_prefix_curves_match_metric_after_removal(tiny, tiny_data):
@@ -219,3 +223,35 @@ def test_per_k_winners_ties_and_nan():
     w = per_k_winners({"a": [0.5, 0.2, float("nan")], "b": [0.4, 0.2, 0.9]}, [1, 2, 3])
     assert [x["winners"] for x in w] == [["b"], ["a", "b"], ["b"]]
     assert w[0]["value"] == 0.4
+
+
+def test_saved_run_renders_the_same_report(unconverged, tmp_path):
+    # the renderers read only the summary: results.json laid out again gives
+    # the same report.md and the same JSON, and redraws every figure
+    s, js, out = unconverged
+    again = render_saved(out / "results.json", tmp_path)
+    assert isinstance(again, ReportSummary)
+    assert (tmp_path / "report.md").read_text() == (out / "report.md").read_text()
+    assert json.loads((tmp_path / "results.json").read_text()) == js
+    for name in s.figures.values():
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_report_opens_with_a_verdict_and_records_its_environment(unconverged):
+    s, js, out = unconverged
+    text = (out / "report.md").read_text()
+    head = text.split("## How this was measured")[0]
+    assert head.index("## Verdict") < head.index("**overall accuracy**")
+    # every question has its verdict, and the unconverged runs are marked there
+    for q in s.questions.values():
+        block = head.split(f"**{q.title}**")[1].split("\n\n**")[0]
+        assert "- k = " in block and "Provisional: the Shapley runs did not" in block
+    env = js["environment"]
+    assert env["threads"] == 1 and "1 thread on" in text and "1 threads" not in text
+    for pkg in ("torch", "torchvision", "captum", "captum-neuron-shapley"):
+        assert env["packages"][pkg] and f"{pkg} {env['packages'][pkg]}" in text
+    # a value and its range over seeds have the same decimals
+    spreads = re.findall(r"(-?\d+\.(\d+)) \[(-?\d+\.(\d+)), (-?\d+\.(\d+))\]", text)
+    assert spreads
+    for value, a, lo, b, hi, c in spreads:
+        assert len(a) == len(b) == len(c) and float(lo) <= float(value) <= float(hi)

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from comparisons.coverage import main
+from comparisons.cli import main
 
 
 def test_coverage_table_rows(capsys):
@@ -10,6 +10,7 @@ def test_coverage_table_rows(capsys):
     assert (
         main(
             [
+                "coverage",
                 "--seeds",
                 "4",
                 "--games",
@@ -40,4 +41,4 @@ def test_coverage_table_rows(capsys):
 
 def test_coverage_rejects_unknown_metric():
     with pytest.raises(SystemExit):
-        main(["--metrics", "brier"])
+        main(["coverage", "--metrics", "brier"])

@@ -249,6 +249,6 @@ def write_digits_imagefolder(
         for i, img in enumerate(imgs):
             a = (img * (255.0 / 16.0)).clip(0, 255).astype("uint8")
             Image.fromarray(a, mode="L").convert("RGB").resize(
-                (size, size), Image.BILINEAR
+                (size, size), Image.Resampling.BILINEAR
             ).save(folder / f"{i}.png")
     return root

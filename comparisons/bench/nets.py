@@ -1,4 +1,4 @@
-r"""The networks of the estimator benchmark (``python -m comparisons.bench``).
+r"""The networks of the estimator benchmark (``python -m comparisons bench``).
 
 All are trained on scikit-learn's handwritten digits in seconds on a CPU and cached
 on disk next to the embedded digits CNN (nothing is downloaded):
@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, cast, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -218,10 +218,10 @@ def bench_game(name: str, splits: Optional[DigitsSplits] = None) -> BenchGame:
         attr: Any = FilterShapley(model, model.conv_layers)
     elif net == "digits-resnet":
         model = trained_bench_net(net, splits)
-        attr = FilterShapley(model, model.player_layers)
+        attr = FilterShapley(model, cast(List[nn.Module], model.player_layers))
     else:
         model = trained_bench_net(net, splits)
-        attr = NeuronShapley(model, model.player_layers)
+        attr = NeuronShapley(model, cast(List[nn.Module], model.player_layers))
     return BenchGame(name, attr, splits.x_val, splits.y_val, removal, n_ref)
 
 

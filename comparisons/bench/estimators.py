@@ -1,7 +1,8 @@
-r"""Estimators measured by the benchmark (``python -m comparisons.bench``) beside
-the library's default. Each works on a :class:`~captum_neuron_shapley.game.UnitGame`
-and reports its running estimate through a callback ``record(n_evaluations,
-values)``, so that the benchmark scores all of them the same way.
+r"""Estimators measured by the benchmark (``python -m comparisons bench``) beside
+the library's default, implemented here for the benchmark only. Each works on a
+:class:`~captum_neuron_shapley.game.UnitGame` and reports its running estimate
+through a callback ``record(n_evaluations, values)``, so that the benchmark
+scores all of them the same way.
 
 Sampling that lets each evaluated coalition inform every unit:
 
@@ -15,48 +16,29 @@ Sampling that lets each evaluated coalition inform every unit:
   strata of sizes 1 and n - 1, then coalitions of uniformly random size; each
   updates the "with i" or "without i" stratum mean of every unit.
 
-Top-k-specific selection (for the library's chains and bandit loop, through its
-``selector`` hook), and comparable marginal contributions:
+Comparable marginal contributions:
 
-- :func:`lucb_selector`: LUCB (Kalyanakrishnan et al. 2012): once every unit is
-  explored, sample only the two arms at the boundary: the member of the current
-  top-k with the lowest lower bound and the non-member with the highest upper
-  bound.
-- :func:`border_selector`: border-uncertainty sampling: the ``b`` active units
-  whose intervals reach furthest across the boundary region.
 - :func:`cmcs_greedy`: comparable marginal contributions sampling (Kolpaczki,
   Nielen & Hüllermeier 2025) with greedy selection: one random coalition ``S``
   per step and ``V(S + i) - V(S)`` for every selected unit ``i`` outside it,
   so the selected units' marginals are measured against the same coalition.
 
-Shorter exploration:
-
-- :func:`prior_selector`: a cheap gradient ranking (gradient x activation) only
-  decides which units are explored first.
+Top-k selection for the library's own chains and bandit loop lives in
+:mod:`comparisons.bench.selection`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Callable, Optional
 
 import torch
 
 from captum_neuron_shapley.game import UnitGame
 from captum_neuron_shapley.msr import MSRSampler
-from captum_neuron_shapley.sampler import PermutationSampler, Sampler
 from captum_neuron_shapley.stopping import Limits
 from torch import Tensor
 
-__all__ = [
-    "msr",
-    "SelectingSampler",
-    "kernel_shap",
-    "stratified_svarm",
-    "cmcs_greedy",
-    "lucb_selector",
-    "border_selector",
-    "prior_selector",
-]
+__all__ = ["msr", "kernel_shap", "stratified_svarm", "cmcs_greedy"]
 
 Record = Callable[[int, Tensor], None]
 
@@ -268,129 +250,3 @@ def cmcs_greedy(
         m2[units] += delta * (marg - mean[units])
         record(game.n_evaluations - start, mean.clone())
     return mean
-
-
-# -- selectors for the library's bandit loop -------------------------------------
-
-
-class SelectingSampler(Sampler):
-    r"""The library's sampler (default: its permutation chains) with a
-    ``selector(run, active) -> mask`` choosing which of the active units the
-    next round samples (all of them when it chooses none). It changes which
-    marginals are drawn, never how they are averaged, nor the stopping rule.
-    ``run`` is the library's running estimator (its statistics, intervals and
-    bound)."""
-
-    def __init__(
-        self,
-        selector: Callable[[Any, Tensor], Tensor],
-        inner: Optional[Sampler] = None,
-    ) -> None:
-        self.selector = selector
-        self.inner = PermutationSampler() if inner is None else inner
-        self.name = self.inner.name
-
-    def bind(
-        self,
-        game: UnitGame,
-        generator: torch.Generator,
-        truncation: Optional[float] = None,
-        paper: bool = False,
-    ) -> Sampler:
-        bound = super().bind(game, generator, truncation, paper)
-        assert isinstance(bound, SelectingSampler)
-        bound.inner = self.inner.bind(game, generator, truncation, paper)
-        return bound
-
-    @property
-    def truncation(self) -> Optional[float]:
-        return self.inner.truncation
-
-    @property
-    def min_samples(self) -> int:
-        return self.inner.min_samples
-
-    def settings(self) -> Dict[str, Any]:
-        return {**self.inner.settings(), "selector": repr(self.selector)}
-
-    def state_dict(self) -> Dict[str, Tensor]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: Dict[str, Tensor]) -> None:
-        self.inner.load_state_dict(state)
-
-    def sample(self, active: Tensor, limits: Limits, run: Any = None) -> Any:
-        chosen = self.selector(run, active) & active
-        return self.inner.sample(chosen if bool(chosen.any()) else active, limits, run)
-
-
-def selecting(selector: Callable[[Any, Tensor], Tensor]) -> SelectingSampler:
-    r"""The library's default sampler, choosing with ``selector``."""
-    return SelectingSampler(selector)
-
-
-def _bounds(est) -> Tuple[Tensor, Tensor, Tensor]:
-    mean = est.stats.mean
-    rad = est.radius()
-    return mean, mean - rad, mean + rad
-
-
-def lucb_selector(top_k: int) -> Callable:
-    r"""LUCB's two arms once every unit has its ``min_samples``: the current top-k
-    member with the lowest lower bound and the best non-member's upper bound."""
-
-    def select(est, active: Tensor) -> Tensor:
-        if bool((est.stats.count < est.bound.min_samples).any()):
-            return active
-        mean, low, up = _bounds(est)
-        top = torch.zeros_like(active)
-        top[torch.topk(mean, top_k).indices] = True
-        chosen = torch.zeros_like(active)
-        low_top = torch.where(top & active, low, torch.inf)
-        up_rest = torch.where(~top & active, up, -torch.inf)
-        if bool(torch.isfinite(low_top).any()):
-            chosen[low_top.argmin()] = True
-        if bool(torch.isfinite(up_rest).any()):
-            chosen[up_rest.argmax()] = True
-        return chosen
-
-    return select
-
-
-def border_selector(top_k: int, width: Optional[int] = None) -> Callable:
-    r"""Border-uncertainty sampling: once every unit has its ``min_samples``,
-    the ``width`` (default ``top_k``, at least 2) active units whose intervals
-    reach furthest across the boundary region ``boundary +- epsilon``."""
-    width = width or max(2, top_k)
-
-    def select(est, active: Tensor) -> Tensor:
-        if bool((est.stats.count < est.bound.min_samples).any()):
-            return active
-        mean, low, up = _bounds(est)
-        top = torch.topk(mean, top_k + 1).values
-        boundary = 0.5 * (top[-2] + top[-1])
-        eps = est.epsilon
-        reach = torch.minimum(up - (boundary + eps), (boundary - eps) - low)
-        reach = torch.where(active, reach, -torch.inf)
-        chosen = torch.zeros_like(active)
-        chosen[reach.argsort(descending=True)[:width]] = True
-        return chosen
-
-    return select
-
-
-def prior_selector(prior: Tensor, pool: int) -> Callable:
-    r"""Explore the ``pool`` units ranked highest by ``prior`` first: while any of
-    them has fewer than ``min_samples`` samples, sample only those (that are
-    active); then every active unit. The prior changes the order in which units
-    are sampled, never their estimates."""
-    first = torch.zeros(prior.numel(), dtype=torch.bool)
-    first[torch.topk(prior, min(pool, prior.numel())).indices] = True
-
-    def select(est, active: Tensor) -> Tensor:
-        need = est.stats.count < est.bound.min_samples
-        if bool((need & first & active).any()):
-            return first & active
-        return active
-
-    return select

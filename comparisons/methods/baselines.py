@@ -30,7 +30,7 @@ quantity can read each example's label, subgroup or attack target
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, cast, List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.attr import (
@@ -94,7 +94,10 @@ def log_likelihood(outputs: Tensor, target: Any) -> Tensor:
 
 
 def _as_list(layers: Layers) -> List[nn.Module]:
-    out = list(layers) if isinstance(layers, (list, tuple)) else [layers]
+    if isinstance(layers, (list, tuple)):
+        out = list(cast(Sequence[nn.Module], layers))
+    else:
+        out = [cast(nn.Module, layers)]
     if not out:
         raise ValueError("`layers` must be a module or a non-empty list of them")
     return out
@@ -148,7 +151,7 @@ def _quantity(
         def args(t: Target) -> Tuple[Any, Any]:
             if t is None:
                 return 0, None
-            return 0, tuple(t) if packed else (t,)
+            return 0, tuple(cast(Any, t)) if packed else (t,)
 
         return per_example, args
     if contrast is None:
@@ -172,7 +175,7 @@ def _slice(target: Target, sl: slice) -> Target:
     if isinstance(target, Tensor) and target.dim() > 0:
         return target[sl]
     if isinstance(target, (tuple, list)):
-        return tuple(_slice(t, sl) for t in target)
+        return cast(Target, tuple(_slice(t, sl) for t in target))
     return target
 
 
