@@ -582,6 +582,14 @@ def run_distributed_command(rest: List[str], argv: List[str]) -> int:
     )
 
 
+def run_device_command(rest: List[str], argv: List[str]) -> int:
+    r"""``python -m comparisons device ...``: the GPU measurements."""
+    from .bench.device import main as device_main
+
+    device_main(rest)
+    return 0
+
+
 #: ``{subcommand: run(arguments after it, the whole argv)}``.
 SUBCOMMANDS: Dict[str, Callable[[List[str], List[str]], int]] = {
     "report": run_report_command,
@@ -589,6 +597,7 @@ SUBCOMMANDS: Dict[str, Callable[[List[str], List[str]], int]] = {
     "bench": run_bench_command,
     "coverage": run_coverage_command,
     "distributed": run_distributed_command,
+    "device": run_device_command,
 }
 
 

@@ -1,4 +1,4 @@
-r"""The GPU measurements, in one run (``python -m comparisons.device_run --out DIR``):
+r"""The GPU measurements, in one run (``python -m comparisons device --out DIR``):
 
 1. ``throughput``: coalition evaluations per second against plain forward passes
    per second of the same examples, at ``perturbations_per_eval`` 1 to 64, on the
@@ -16,7 +16,7 @@ r"""The GPU measurements, in one run (``python -m comparisons.device_run --out D
    precision against the reference over time.
 
 Every part has a time budget; ``--quick`` shrinks them all (a smoke test on a
-CPU). The results go to ``DIR/device_run.json``.
+CPU). The results go to ``DIR/device.json``.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import torch
 from captum_neuron_shapley import FilterShapley
 from torch import nn
 
+from ..environment import Environment
 from . import big_layer
-from .environment import Environment
 
 
 def _sync(device: str) -> None:
@@ -193,14 +193,14 @@ def main(argv: Any = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     q = args.quick
     report: Dict[str, Any] = {
-        "command": "python -m comparisons.device_run",
+        "command": "python -m comparisons device",
         "environment": Environment.capture(args.device).to_dict(),
     }
     started = time.perf_counter()
 
     def save() -> None:
         report["wall_s"] = time.perf_counter() - started
-        (out / "device_run.json").write_text(json.dumps(report, indent=1))
+        (out / "device.json").write_text(json.dumps(report, indent=1))
 
     if "throughput" in args.parts:
         ppes = [1, 4] if q else [1, 2, 4, 8, 16, 32, 64]
