@@ -2,8 +2,9 @@ r"""Neuron Shapley for Captum: the neurons and filters responsible for a model's
 behaviour, by their Shapley values for a dataset-level metric."""
 
 from ._run import UnestimatedWarning
-from .attr import FilterShapley, NeuronShapley
+from .attr import NeuronShapley
 from .bounds import AnytimeBound, Bound, FixedBound, PaperBound, StrictBound
+from .filter_shapley import FilterShapley
 from .metrics import (
     Accuracy,
     accuracy,
