@@ -273,13 +273,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         unit), a number or a tensor broadcastable to the layer
                         tensor without its batch dimension (or with a leading
                         1), for every layer, or a tuple with one entry per layer
-                        (as in Captum's ``LayerFeatureAblation``). For a single
-                        layer with several tensors a tuple has one entry per
-                        tensor; in a list of layers, the entry of such a layer
-                        may be such a tuple.
-                        Default: ``"mean"`` for FilterShapley (each removed
-                        filter emits its channel mean), ``"zero"`` for
-                        NeuronShapley.
+                        (or per tensor, for a layer with several tensors), as
+                        in Captum's ``LayerFeatureAblation``. Default: ``"mean"``
+                        for FilterShapley, ``"zero"`` for NeuronShapley.
             target (int, tuple, Tensor, list or Any, optional): What the metric
                         compares the outputs with. Without ``metric``, Captum's
                         target forms have a dataset-level meaning
