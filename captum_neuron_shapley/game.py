@@ -217,8 +217,7 @@ def reference_pass(
             if r == 0:
                 raise ValueError(
                     f"`layer` {names[i]!r} was not called in the model's forward "
-                    "pass (a TorchScript model, such as a torch.jit.trace result, "
-                    "runs no forward hooks: pass the eager nn.Module)"
+                    f"pass ({_not_called_hint(layers[i])})"
                 )
 
     outs: List[Tensor] = []
@@ -276,6 +275,19 @@ def reference_pass(
         ev.means = [t / seen for t in s]
     prefix = [torch.cat(c) for c in captured]
     return torch.cat(outs), evals, prefix
+
+
+def _not_called_hint(layer: nn.Module) -> str:
+    if isinstance(layer, nn.modules.linear.NonDynamicallyQuantizableLinear):
+        return (
+            "it is the out_proj of an nn.MultiheadAttention, which uses its weights "
+            "without calling it: HeadShapley(model, attention) takes the heads, "
+            "whose outputs are out_proj's input, as units"
+        )
+    return (
+        "a TorchScript model, such as a torch.jit.trace result, runs no forward "
+        "hooks: pass the eager nn.Module"
+    )
 
 
 class Batch:
