@@ -1,5 +1,6 @@
-r"""Neuron Shapley for Captum: the neurons and filters responsible for a model's
-behaviour, by their Shapley values for a dataset-level metric."""
+r"""Neuron Shapley for Captum: the neurons, filters and attention heads
+responsible for a model's behaviour, by their Shapley values for a dataset-level
+metric."""
 
 from .attr import FilterShapley, NeuronShapley
 from .bounds import AnytimeBound, Bound, FixedBound, PaperBound, StrictBound

@@ -66,7 +66,7 @@ from .game import (
 )
 from .removal import LayerUnits, per_layer, per_tensor, Probe, resolve_baseline
 
-__all__ = ["HeadShapley", "feature_mask", "head_units", "head_groups"]
+__all__ = ["HeadShapley", "feature_mask"]
 
 # attributes that hold an attention module's number of heads, its head size,
 # and the width of its heads' concatenated outputs (PyTorch, Hugging Face and
@@ -181,7 +181,7 @@ def _infer_heads(model: Optional[nn.Module], name: str, width: int) -> Optional[
         return None
     parts = name.split(".")
     for level in (1, 2):
-        if len(parts) <= level - 1:
+        if level > len(parts):
             break
         ancestor = model.get_submodule(".".join(parts[:-level]))
         holders = [ancestor] + [c for c in ancestor.children()]

@@ -14,7 +14,7 @@ from captum_neuron_shapley import (
 )
 from captum_neuron_shapley.ablation import ablated, metric_after_removal, removal_curves
 from captum_neuron_shapley.exact import exact_values
-from captum_neuron_shapley.heads import _HeadsForward
+from captum_neuron_shapley.heads import _fastpath_disabled, _HeadsForward
 from captum_neuron_shapley.repair import export_repaired
 from torch import nn
 
@@ -178,10 +178,14 @@ def test_every_option_passes_through(
             with probe.activate():
                 assert isinstance(vars(model.attn)["forward"], _HeadsForward)
                 routed = model(q, kv, pad, need, avg)
-        plain = plain if isinstance(plain, tuple) else (plain,)
-        routed = routed if isinstance(routed, tuple) else (routed,)
-        for a, b in zip(plain, routed):
+            with _fastpath_disabled():  # PyTorch's non-fused path
+                slow = model(q, kv, pad, need, avg)
+        plain, routed, slow = (
+            t if isinstance(t, tuple) else (t,) for t in (plain, routed, slow)
+        )
+        for a, b, c in zip(plain, routed, slow):
             assert torch.allclose(a, b, atol=1e-6), (need, avg)
+            assert torch.equal(b, c), (need, avg)  # the same computation
     # a removed head is the zeroed slice of out_proj's input
     game = hs.game(
         (q, kv), target=0, additional_forward_args=(pad,), layer_baselines=0.0
@@ -414,6 +418,8 @@ def test_result_helpers_reproducibility_and_export():
     res = hs.attribute(x, **kw)
     again = hs.attribute(x, **kw)
     assert torch.equal(res.flat_values, again.flat_values)
+    other = hs.attribute(x, **{**kw, "seed": 4})
+    assert not torch.equal(res.flat_values, other.flat_values)
     assert res.layers[0].kind == "head" and res.layers[0].name == "layers.0.self_attn"
     # the default baseline: each dimension's mean over examples and positions
     base = res.layers[0].baseline
@@ -562,6 +568,14 @@ def test_feature_mask_with_several_coalitions_per_pass():
     assert torch.allclose(one.outputs(keep), three.outputs(keep), atol=1e-6)
     with pytest.raises(ValueError, match="`num_features` must be a positive"):
         feature_mask(0)
+    # a sequence-first layer holds positions along dimension 0: refused
+    seq_first = EncoderClassifier(layers=1, batch_first=False).eval()
+    ns = NeuronShapley(seq_first, seq_first.layers[0].linear1)
+    with pytest.raises(ValueError, match="saw 5 rows where the model was given 3"):
+        ns.game(x, target=y, layer_mask=feature_mask(32))
+    x12, y12 = _encoder_data(seq_first, n=12)
+    with pytest.raises(ValueError, match="saw 5 rows where the model was given 12"):
+        ns.game(x12, target=y12, layer_mask=feature_mask(32))
 
 
 def test_vision_transformer_all_layers_one_joint_game():
@@ -636,4 +650,29 @@ def test_dataloader_inputs():
     assert torch.allclose(streamed.value(keep), in_memory.value(keep))
     res = hs.attribute(loader, max_permutations=4, seed=0, return_result=True)
     assert res.values.shape == (4,)
+    _left_clean(model)
+
+
+def test_cached_prefix_gives_the_same_game():
+    # heads of the second layer only: the first layer and the embedding run
+    # once and are replayed for every coalition
+    torch.manual_seed(16)
+    model = nn.Sequential(
+        nn.Linear(16, 16),
+        nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, norm_first=True),
+        nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, norm_first=True),
+        nn.Flatten(),
+        nn.Linear(80, 3),
+    ).eval()
+    x = torch.randn(20, 5, 16)
+    hs = HeadShapley(model, model[2].self_attn)
+    cached = hs.game(x, target=1, perturbations_per_eval=2)
+    assert [type(m) for m in cached.prefix_modules] == [
+        nn.Linear,
+        nn.TransformerEncoderLayer,
+        nn.LayerNorm,
+    ]
+    plain = hs.game(x, target=1, cache_activations=False)
+    keep = torch.rand(5, 4, generator=torch.Generator().manual_seed(2)) > 0.5
+    assert torch.allclose(cached.value(keep), plain.value(keep), atol=1e-6)
     _left_clean(model)

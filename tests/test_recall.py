@@ -8,12 +8,10 @@ import torch
 
 from captum_neuron_shapley import HeadShapley
 from captum_neuron_shapley.ablation import metric_after_removal
-from captum_neuron_shapley.examples import shipped_weights
 from captum_neuron_shapley.recall import (
     head_roles,
     induction_circuit,
     recall_data,
-    RecallTransformer,
     SHIPPED_SEEDS,
     trained_recall_transformer,
     VOCAB,
@@ -46,15 +44,6 @@ def _accuracy(model, data, task=0):
         return float(
             (model(data.tokens, task).argmax(1) == data.targets[:, task]).float().mean()
         )
-
-
-def test_weights_ship_and_load_without_training(caplog):
-    for seed in SHIPPED_SEEDS:
-        assert shipped_weights(f"recall_transformer_seed{seed}") is not None
-    with caplog.at_level("WARNING", logger="captum_neuron_shapley"):
-        model = trained_recall_transformer(SHIPPED_SEEDS[0])
-    assert not caplog.records  # loaded, not trained
-    assert isinstance(model, RecallTransformer) and not model.training
 
 
 @pytest.mark.parametrize("seed", SHIPPED_SEEDS)
