@@ -618,6 +618,7 @@ def test_vit_b_16_heads_of_all_layers():
 
     torch.manual_seed(14)
     vit = vit_b_16(weights=None).eval()
+    nn.init.normal_(vit.heads.head.weight, std=0.02)  # torchvision zeroes it
     hs = HeadShapley(
         vit, [f"encoder.layers.encoder_layer_{i}.self_attention" for i in range(12)]
     )
