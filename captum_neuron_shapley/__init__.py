@@ -1,5 +1,6 @@
-r"""Neuron Shapley for Captum: the neurons and filters responsible for a model's
-behaviour, by their Shapley values for a dataset-level metric."""
+r"""Neuron Shapley for Captum: the neurons, filters and attention heads
+responsible for a model's behaviour, by their Shapley values for a dataset-level
+metric."""
 
 from ._run import UnestimatedWarning
 from .attr import NeuronShapley
@@ -61,6 +62,8 @@ __all__ = [
 ]
 
 from .ablation import ablated, removal_curves  # noqa: E402
+from .heads import feature_mask, HeadShapley  # noqa: E402
 from .repair import export_repaired  # noqa: E402
 
 __all__ += ["ablated", "removal_curves", "export_repaired"]
+__all__ += ["HeadShapley", "feature_mask"]

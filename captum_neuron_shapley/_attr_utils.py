@@ -123,7 +123,7 @@ def layouts(units: Sequence[LayerUnits], names: Dict[int, str]) -> List[LayerLay
     for u in units:
         groups = (
             torch.arange(u.n_units)
-            if u.kind == "filter"
+            if u.per_unit
             else u.groups.expand(u.out_shape).cpu().clone()
         )
         assert u.baseline is not None
@@ -175,7 +175,7 @@ def flat_attributions(attributions: Any, units: Sequence[LayerUnits]) -> List[Te
             )
 
     walk(attributions)
-    want = [(u.n_units,) if u.kind == "filter" else tuple(u.out_shape) for u in units]
+    want = [(u.n_units,) if u.per_unit else tuple(u.out_shape) for u in units]
     got = [tuple(a.shape) for a in flat]
     if got != want:
         raise ValueError(
@@ -187,7 +187,7 @@ def flat_attributions(attributions: Any, units: Sequence[LayerUnits]) -> List[Te
 def unit_values(u: LayerUnits, attribution: Tensor) -> Tensor:
     r"""One value per unit: a filter's entry, or the mean over a unit's elements."""
     a = attribution.detach().to("cpu", torch.float64).reshape(-1)
-    if u.kind == "filter":
+    if u.per_unit:
         return a
     idx = u.groups.expand(u.out_shape).reshape(-1).cpu()
     sums = torch.zeros(u.n_units, dtype=torch.float64).index_add_(0, idx, a)
