@@ -197,12 +197,13 @@ def unit_values(u: LayerUnits, attribution: Tensor) -> Tensor:
 def device_ids_of(attr: Any) -> Optional[List[int]]:
     r"""The devices a DataParallel model scatters its batch to (Captum's rule: the
     constructor's ``device_ids``, else ``forward_func.device_ids``); None when the
-    batch is not split."""
+    batch is not split. A ``DistributedDataParallel`` model has ``device_ids``
+    too, but runs its whole batch on its one device (a process per device)."""
     ids = attr.device_ids
-    if ids is None:
+    if ids is None and not isinstance(attr._model, nn.parallel.DistributedDataParallel):
         ids = getattr(attr.forward_func, "device_ids", None)
-    if ids is None and attr._model is not None:
-        ids = getattr(attr._model, "device_ids", None)
+        if ids is None and attr._model is not None:
+            ids = getattr(attr._model, "device_ids", None)
     return list(ids) if ids else None
 
 

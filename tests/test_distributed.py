@@ -12,6 +12,7 @@ from captum_neuron_shapley import (
     NegativeCrossEntropy,
     ShapleyResult,
 )
+from torch import nn
 
 from .conftest import _blobs, exact_shapley, train_tiny, Z_TOL
 
@@ -83,3 +84,39 @@ def test_evaluation_budget_is_for_the_whole_run(tmp_path):
     r0, r1 = _launch(tmp_path, dict(max_evaluations=101))
     assert r0.n_evaluations == r1.n_evaluations == 101
     assert torch.equal(r0.counts, r1.counts)
+
+
+def test_distributed_data_parallel_runs_its_batch_on_its_own_device():
+    # DistributedDataParallel keeps `device_ids` (its one device, [rank] on a GPU)
+    # but runs its whole batch there: it is not a DataParallel split, so
+    # HeadShapley accepts nn.MultiheadAttention in it and the values are those
+    # of the plain model
+    from captum_neuron_shapley import HeadShapley
+    from captum_neuron_shapley._attr_utils import device_ids_of
+
+    started = not dist.is_initialized()
+    if started:  # a group of one process, in memory
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True),
+            nn.Flatten(),
+            nn.Linear(24, 3),
+        ).eval()
+        x = torch.randn(10, 3, 8)
+        y = torch.arange(10) % 3
+        kwargs = dict(target=y, max_permutations=6, seed=0)
+        plain = HeadShapley(model, model[0].self_attn).attribute(x, **kwargs)
+        ddp = nn.parallel.DistributedDataParallel(model)
+        ddp.device_ids = [0]  # as for a module on cuda:0
+        hs = HeadShapley(ddp, model[0].self_attn)
+        assert device_ids_of(hs) is None
+        torch.testing.assert_close(hs.attribute(x, **kwargs), plain)
+        # DataParallel's rule is unchanged: the forward's `device_ids` count
+        dp = nn.DataParallel(model)
+        dp.device_ids = [0, 1]
+        assert device_ids_of(HeadShapley(dp, model[0].self_attn)) == [0, 1]
+    finally:
+        if started:
+            dist.destroy_process_group()
