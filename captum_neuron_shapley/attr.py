@@ -128,9 +128,12 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         layers, model, names = attr_layers(forward_func, layer)
         self._names: List[str] = names
         single = not isinstance(layer, (list, tuple))
-        LayerAttribution.__init__(
-            self, forward_func, layers[0] if single else layers, device_ids
-        )
+        # one call per form: Captum's layer type is a TypeVar constrained to a
+        # module or a list of modules, not their union
+        if single:
+            LayerAttribution.__init__(self, forward_func, layers[0], device_ids)
+        else:
+            LayerAttribution.__init__(self, forward_func, layers, device_ids)
         PerturbationAttribution.__init__(self, forward_func)
         self._layers: List[nn.Module] = layers
         self._single: bool = single
