@@ -3,6 +3,7 @@ nn.TransformerEncoderLayer) and of a hand-written output projection, against
 exact enumeration and an independent removal; PyTorch's fast path and the
 modules are left as they were; DataParallel and DistributedDataParallel."""
 
+import copy
 import unittest
 
 import torch
@@ -116,11 +117,17 @@ class Test(BaseTest):
         layer = model.layers[0].self_attn
         kwargs = dict(target=y, max_permutations=4, seed=0)
         plain = HeadShapley(model, layer).attribute(x, **kwargs)
-        # without GPUs, DataParallel runs the module itself (with GPUs, heads
-        # of nn.MultiheadAttention are refused: replicas would not see the
-        # patched forward)
-        dp = HeadShapley(nn.DataParallel(model), layer).attribute(x, **kwargs)
-        assertTensorAlmostEqual(self, dp, plain, delta=1e-6, mode="max")
+        # a copy: with GPUs, DataParallel moves its module to the first one
+        copied = copy.deepcopy(model)
+        dp = HeadShapley(nn.DataParallel(copied), copied.layers[0].self_attn)
+        if torch.cuda.is_available():
+            # heads of nn.MultiheadAttention are refused: DataParallel's
+            # replicas would not see the patched forward
+            with self.assertRaisesRegex(ValueError, "DataParallel"):
+                dp.attribute(x.cuda(), **kwargs)
+        else:  # without GPUs, DataParallel runs the module itself
+            got = dp.attribute(x, **kwargs)
+            assertTensorAlmostEqual(self, got, plain, delta=1e-6, mode="max")
         if not dist.is_available():
             raise unittest.SkipTest("torch.distributed is not available")
         started = not dist.is_initialized()
@@ -132,6 +139,13 @@ class Test(BaseTest):
             ddp = nn.parallel.DistributedDataParallel(model)
             got = HeadShapley(ddp, layer).attribute(x, **kwargs)
             assertTensorAlmostEqual(self, got, plain, delta=1e-6, mode="max")
+            if torch.cuda.is_available():  # one process on its GPU
+                on_gpu = copy.deepcopy(model).cuda()
+                ddp = nn.parallel.DistributedDataParallel(on_gpu, device_ids=[0])
+                got = HeadShapley(ddp, on_gpu.layers[0].self_attn).attribute(
+                    x.cuda(), target=y.cuda(), max_permutations=4, seed=0
+                )
+                assertTensorAlmostEqual(self, got.cpu(), plain, delta=1e-4, mode="max")
         finally:
             if started:
                 dist.destroy_process_group()
