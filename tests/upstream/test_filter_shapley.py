@@ -2,6 +2,8 @@ r"""FilterShapley on Captum's tiny convolutional model: agreement with exact
 enumeration over the filters of two layers, the mean-activation removal, the
 top-k rule and the greedy removal set."""
 
+from typing import Tuple
+
 import torch
 from captum.testing.helpers import BaseTest
 from captum.testing.helpers.basic_models import BasicModel_ConvNet
@@ -13,6 +15,18 @@ from torch import nn, Tensor
 # See test_neuron_shapley.py: |estimate - exact| <= Z_TOL * stderr, for at most
 # 6 units per test.
 Z_TOL = 4.5
+
+
+def _tensor(a: object) -> Tensor:
+    r"""The attribution of a layer with one output tensor."""
+    assert isinstance(a, Tensor)
+    return a
+
+
+def _tensors(a: object) -> Tuple[Tensor, ...]:
+    r"""The attributions of several layers or of a tuple output: one per tensor."""
+    assert isinstance(a, tuple) and all(isinstance(t, Tensor) for t in a)
+    return a
 
 
 def _model_and_data() -> tuple:
@@ -62,7 +76,7 @@ class Test(BaseTest):
         est, se = res.flat_values, res.flat_stderr
         self.assertGreater(float(exact.abs().max()), 0.01)
         self.assertTrue(bool(((est - exact).abs() <= Z_TOL * se + 1e-9).all()))
-        v1, v2 = res.values
+        v1, v2 = _tensors(res.values)
         self.assertEqual((tuple(v1.shape), tuple(v2.shape)), ((2,), (4,)))
 
     def test_removed_filters_emit_their_mean_activation(self) -> None:
@@ -100,8 +114,10 @@ class Test(BaseTest):
             seed=0,
             return_result=True,
         )
-        self.assertEqual(len(res.removal_set), 2)
-        self.assertEqual(len(set(res.removal_set)), 2)
+        removal_set = res.removal_set
+        assert removal_set is not None
+        self.assertEqual(len(removal_set), 2)
+        self.assertEqual(len(set(removal_set)), 2)
         # the greedy set's joint removal hurts at least as much as the top two
         # values' removal (the search starts from them)
         game = fs.game(x, target=y)
@@ -112,7 +128,7 @@ class Test(BaseTest):
             return float(game.value(keep)[0])
 
         top = torch.argsort(res.flat_values, descending=True)[:2].tolist()
-        self.assertLessEqual(without(res.removal_set), without(top) + 1e-9)
+        self.assertLessEqual(without(removal_set), without(top) + 1e-9)
 
     def test_a_layer_without_channels_is_refused(self) -> None:
         model, x, y = _model_and_data()
@@ -122,4 +138,4 @@ class Test(BaseTest):
         phi = NeuronShapley(model, model.fc1).attribute(
             x, target=y, max_permutations=2, seed=0
         )
-        self.assertEqual(tuple(phi.shape), (8,))
+        self.assertEqual(tuple(_tensor(phi).shape), (8,))

@@ -5,7 +5,7 @@ model left as it was, DataParallel, DistributedDataParallel and TorchScript."""
 import os
 import tempfile
 import unittest
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 import torch.distributed as dist
@@ -26,6 +26,18 @@ from torch import nn, Tensor
 # with at most 8 units compared per test, P(any |Z| > 4.5) < 8 * 6.8e-6. Seeds
 # are fixed, so the tests are deterministic.
 Z_TOL = 4.5
+
+
+def _tensor(a: object) -> Tensor:
+    r"""The attribution of a layer with one output tensor."""
+    assert isinstance(a, Tensor)
+    return a
+
+
+def _tensors(a: object) -> Tuple[Tensor, ...]:
+    r"""The attributions of several layers or of a tuple output: one per tensor."""
+    assert isinstance(a, tuple) and all(isinstance(t, Tensor) for t in a)
+    return a
 
 
 def _conv_data(n: int = 24) -> Tuple[Tensor, Tensor]:
@@ -90,7 +102,7 @@ class Test(BaseTest):
         self.assertGreater(float(se.max()), 0.0)  # marginals vary: interactions
         self.assertGreater(float(exact.max() - exact.min()), 1.0)
         self.assertTrue(bool(((est - exact).abs() <= Z_TOL * se + 1e-9).all()))
-        self.assertEqual(tuple(res.values.shape), (2, 2, 2))
+        self.assertEqual(tuple(_tensor(res.values).shape), (2, 2, 2))
 
     def test_efficiency_and_convergence_delta(self) -> None:
         # without truncation every chain's marginals sum to V(all) - V(none)
@@ -111,17 +123,17 @@ class Test(BaseTest):
         assertTensorAlmostEqual(self, again, delta, delta=1e-4)
         game = ns.game(x, target=0)
         gap = game.full_value() - game.empty_value()
-        self.assertAlmostEqual(float(phi.sum()), gap, delta=1e-3 * abs(gap))
+        self.assertAlmostEqual(float(_tensor(phi).sum()), gap, delta=1e-3 * abs(gap))
 
     def test_reproducible_by_seed_without_touching_global_rng(self) -> None:
         model = BasicModel_ConvNet_One_Conv()
         x, _ = _conv_data()
         ns = NeuronShapley(model, model.relu1)
         state = torch.get_rng_state()
-        a = ns.attribute(x, target=0, max_permutations=6, seed=3)
+        a = _tensor(ns.attribute(x, target=0, max_permutations=6, seed=3))
         self.assertTrue(torch.equal(torch.get_rng_state(), state))
-        b = ns.attribute(x, target=0, max_permutations=6, seed=3)
-        c = ns.attribute(x, target=0, max_permutations=6, seed=4)
+        b = _tensor(ns.attribute(x, target=0, max_permutations=6, seed=3))
+        c = _tensor(ns.attribute(x, target=0, max_permutations=6, seed=4))
         self.assertTrue(torch.equal(a, b))
         self.assertFalse(torch.equal(a, c))
 
@@ -129,7 +141,7 @@ class Test(BaseTest):
         model = BasicModel_MultiLayer_MultiInput()
         x = (10 * torch.randn(12, 3), 5 * torch.randn(12, 3))
         args = (2 * torch.randn(12, 3), 5)
-        kwargs = dict(target=0, max_permutations=6, seed=0)
+        kwargs: Dict[str, Any] = dict(target=0, max_permutations=6, seed=0)
         plain = NeuronShapley(model, model.model.relu).attribute(
             x, additional_forward_args=args, **kwargs
         )
@@ -148,16 +160,16 @@ class Test(BaseTest):
             x, target=0, max_permutations=4, seed=0
         )
         self.assertIsInstance(phi, tuple)
-        self.assertEqual([tuple(p.shape) for p in phi], [(4,), (4,)])
+        self.assertEqual([tuple(p.shape) for p in _tensors(phi)], [(4,), (4,)])
         # a list of layers: one joint game, a tuple with one entry per layer
         ns = NeuronShapley(model, [model.linear0, model.linear1])
         both = ns.attribute(x, target=0, max_permutations=4, seed=0)
-        self.assertEqual([tuple(p.shape) for p in both], [(3,), (4,)])
+        self.assertEqual([tuple(p.shape) for p in _tensors(both)], [(3,), (4,)])
         m64 = BasicModel_MultiLayer().double()
         phi64 = NeuronShapley(m64, m64.relu).attribute(
             x.double(), target=0, max_permutations=4, seed=0
         )
-        self.assertEqual(phi64.dtype, torch.float64)
+        self.assertEqual(_tensor(phi64).dtype, torch.float64)
 
     def test_target_forms(self) -> None:
         model = BasicModel_ConvNet_One_Conv()
@@ -165,7 +177,7 @@ class Test(BaseTest):
         ns = NeuronShapley(model, model.relu1)
         with torch.no_grad():
             labels = model(x).argmax(1)
-        kwargs = dict(max_permutations=6, seed=0)
+        kwargs: Dict[str, Any] = dict(max_permutations=6, seed=0)
         # per-example labels (a tensor or a list) score the accuracy
         by_tensor = ns.attribute(x, target=labels, **kwargs)
         by_list = ns.attribute(x, target=labels.tolist(), **kwargs)
@@ -204,7 +216,7 @@ class Test(BaseTest):
     def test_data_parallel_on_cpu(self) -> None:
         model = BasicModel_ConvNet_One_Conv()
         x, _ = _conv_data(12)
-        kwargs = dict(target=0, max_permutations=6, seed=0)
+        kwargs: Dict[str, Any] = dict(target=0, max_permutations=6, seed=0)
         plain = NeuronShapley(model, model.relu1).attribute(x, **kwargs)
         dp = nn.DataParallel(model)
         by_model = NeuronShapley(dp, model.relu1).attribute(x, **kwargs)
@@ -225,7 +237,7 @@ class Test(BaseTest):
         try:
             model = BasicModel_ConvNet_One_Conv()
             x, _ = _conv_data(12)
-            kwargs = dict(target=0, max_permutations=6, seed=0)
+            kwargs: Dict[str, Any] = dict(target=0, max_permutations=6, seed=0)
             plain = FilterShapley(model, model.conv1).attribute(x, **kwargs)
             ddp = nn.parallel.DistributedDataParallel(model)
             got = FilterShapley(ddp, model.conv1).attribute(x, **kwargs)
