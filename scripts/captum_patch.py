@@ -638,7 +638,7 @@ Head Shapley
 
 .. autofunction:: captum.attr._core.layer.head_shapley.feature_mask"""
 
-_PARTS_RST = f"""\
+_PARTS_RST_HEAD = """\
 Neuron Shapley Estimation
 =========================
 
@@ -654,76 +654,50 @@ Shapley Result
 
 .. autoclass:: captum.attr.ShapleyResult
     :members:
-
-Samplers
-^^^^^^^^
-
-.. autoclass:: {PARTS}.Sampler
-    :members:
-
-.. autoclass:: {PARTS}.PermutationSampler
-
-.. autoclass:: {PARTS}.MSRSampler
-
-Stopping Rules
-^^^^^^^^^^^^^^
-
-.. autoclass:: {PARTS}.StoppingRule
-    :members:
-
-.. autoclass:: {PARTS}.TopKSeparated
-
-.. autoclass:: {PARTS}.HalfWidth
-
-.. autoclass:: {PARTS}.MaxEvaluations
-
-.. autoclass:: {PARTS}.MaxPermutations
-
-.. autoclass:: {PARTS}.MaxTime
-
-.. autoclass:: {PARTS}.Callback
-
-.. autoclass:: {PARTS}.Checkpoint
-
-Confidence Bounds
-^^^^^^^^^^^^^^^^^
-
-.. autoclass:: {PARTS}.Bound
-    :members:
-
-.. autoclass:: {PARTS}.AnytimeBound
-
-.. autoclass:: {PARTS}.FixedBound
-
-.. autoclass:: {PARTS}.StrictBound
-
-.. autoclass:: {PARTS}.PaperBound
-
-Metrics
-^^^^^^^
-
-.. autoclass:: {PARTS}.Accuracy
-
-.. autofunction:: {PARTS}.accuracy
-
-.. autoclass:: {PARTS}.ClassRecall
-
-.. autoclass:: {PARTS}.SubgroupAccuracy
-
-.. autoclass:: {PARTS}.NegativeCrossEntropy
-
-.. autoclass:: {PARTS}.MeanOutput
-
-Removal Sets
-^^^^^^^^^^^^
-
-.. autoclass:: {PARTS}.GreedyRefine
-
-Warnings
-^^^^^^^^
-
-.. autoclass:: {PARTS}.UnestimatedWarning
 """
+
+#: The sections of ``sphinx/source/neuron_shapley.rst`` and the library modules
+#: whose public parts each lists (in the package's order, the base classes of
+#: :data:`RST_MEMBERS` first, with their members). A module with public parts
+#: and no section stops the script.
+RST_SECTIONS: List[Tuple[str, Tuple[str, ...]]] = [
+    ("Samplers", ("sampler", "msr")),
+    ("Stopping Rules", ("stopping",)),
+    ("Confidence Bounds", ("bounds",)),
+    ("Metrics", ("metrics",)),
+    ("Removal Sets", ("refine",)),
+    ("Warnings", ("_run",)),
+]
+RST_MEMBERS = ("Sampler", "StoppingRule", "Bound")
+
+
+def parts_rst() -> str:
+    r"""``sphinx/source/neuron_shapley.rst``: an entry for every public part."""
+    by_module: Dict[str, List[str]] = {}
+    for name, module in _public_names().items():
+        if name in ATTR_EXPORTS or not MODULES.get(module, "").startswith(PARTS):
+            continue
+        by_module.setdefault(module, []).append(name)
+    placed = {m for _, modules in RST_SECTIONS for m in modules}
+    unplaced = sorted(set(by_module) - placed)
+    if unplaced:
+        raise PatchError(
+            f"the public parts of {unplaced} have no section in the API page: add "
+            "the module to RST_SECTIONS in scripts/captum_patch.py"
+        )
+    out = [_PARTS_RST_HEAD]
+    for title, modules in RST_SECTIONS:
+        names = [n for m in modules for n in by_module.get(m, [])]
+        if not names:
+            continue
+        names.sort(key=lambda n: n not in RST_MEMBERS)  # stable: bases first
+        out.append(f"{title}\n{'^' * len(title)}\n")
+        for n in names:
+            kind = "function" if n[0].islower() else "class"
+            out.append(f".. auto{kind}:: {PARTS}.{n}")
+            out.append("    :members:\n" if n in RST_MEMBERS else "")
+    return "\n".join(out)
+
 
 _SHAPLEY = "(NeuronShapley, FilterShapley, HeadShapley)"
 _IMPORT = "from captum.attr._core.layer.{0} import {1}"
@@ -993,7 +967,7 @@ def new_files() -> Dict[str, str]:
         text = ufmt(path, text)
         _check_clean(path, text)
         out[path] = text
-    out["sphinx/source/neuron_shapley.rst"] = _PARTS_RST
+    out["sphinx/source/neuron_shapley.rst"] = parts_rst()
     return out
 
 

@@ -85,3 +85,16 @@ def test_a_rule_that_no_longer_matches_is_reported(script):
         script.rewrite_library("exact", "no such sentence\n")
     with pytest.raises(script.PatchError, match="not in MODULES"):
         script.rewrite_library("attr", "from .ablation import ablated\n")
+
+
+def test_every_public_name_has_an_api_entry(script):
+    pages = script.parts_rst() + script._LAYER_RST + "\n"
+    for name, module in script._public_names().items():
+        if module in script.MODULES:
+            assert f".{name}\n" in pages, name
+
+
+def test_a_module_without_an_api_section_is_reported(script, monkeypatch):
+    monkeypatch.setattr(script, "RST_SECTIONS", script.RST_SECTIONS[:-1])
+    with pytest.raises(script.PatchError, match="RST_SECTIONS"):
+        script.parts_rst()
