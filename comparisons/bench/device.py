@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Sequence
 
 import torch
 
-from captum_neuron_shapley import FilterShapley
+from captum_neuron_shapley import FilterShapley, PermutationSampler
 from torch import nn
 
 from ..environment import Environment
@@ -250,8 +250,16 @@ def big_layer_part(
 ) -> Dict[str, Any]:
     ref = big_layer.reference(device, max_time=ref_seconds)
     print(json.dumps({k: v for k, v in ref.items() if k not in ("values", "stderr")}))
+    # GPU settings: many chains walked together, 64 coalitions per pass
     runs = [
-        big_layer.trajectory(ref["values"], run_seconds, seed, device)
+        big_layer.trajectory(
+            ref["values"],
+            run_seconds,
+            seed,
+            device,
+            perturbations_per_eval=64,
+            sampler=PermutationSampler(chains_per_round=16),
+        )
         for seed in range(seeds)
     ]
     return {
@@ -315,21 +323,21 @@ def main(argv: Any = None) -> None:
 
     if "throughput" in args.parts:
         ppes = [1, 4] if q else [1, 2, 4, 8, 16, 32, 64]
-        report["throughput"] = throughput(args.device, 1.0 if q else 4.0, ppes)
+        report["throughput"] = throughput(args.device, 1.0 if q else 2.0, ppes)
         save()
     if "inception" in args.parts:
-        report["inception"] = inception(args.device, 1.0 if q else 6.0, 4 if q else 128)
+        report["inception"] = inception(args.device, 1.0 if q else 4.0, 4 if q else 128)
         save()
     if "transformer" in args.parts:
         batch = args.batch or (4 if q else 64)
         units = [{"heads": "heads", "mlp": "MLP neurons"}[u] for u in args.units]
         report["transformer"] = transformer(
-            args.device, 1.0 if q else 4.0, batch, q, args.ppes, units
+            args.device, 1.0 if q else 3.0, batch, q, args.ppes, units
         )
         save()
     if "big_layer" in args.parts:
         report["big_layer"] = big_layer_part(
-            args.device, 20.0 if q else 200.0, 10.0 if q else 60.0, 1 if q else 3
+            args.device, 20.0 if q else 180.0, 10.0 if q else 40.0, 1 if q else 3
         )
         save()
     save()
