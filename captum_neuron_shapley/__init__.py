@@ -62,8 +62,8 @@ __all__ = [
 ]
 
 from .ablation import ablated, removal_curves  # noqa: E402
-from .heads import feature_mask, HeadShapley  # noqa: E402
+from .heads import feature_mask, head_outputs, head_sums, HeadShapley  # noqa: E402
 from .repair import export_repaired  # noqa: E402
 
 __all__ += ["ablated", "removal_curves", "export_repaired"]
-__all__ += ["HeadShapley", "feature_mask"]
+__all__ += ["HeadShapley", "feature_mask", "head_outputs", "head_sums"]

@@ -66,7 +66,7 @@ from .game import (
 )
 from .removal import LayerUnits, per_layer, per_tensor, Probe, resolve_baseline
 
-__all__ = ["HeadShapley", "feature_mask"]
+__all__ = ["HeadShapley", "feature_mask", "head_outputs", "head_sums"]
 
 # attributes that hold an attention module's number of heads, its head size,
 # and the width of its heads' concatenated outputs (PyTorch, Hugging Face and
@@ -818,3 +818,100 @@ def _head_baseline(u: LayerUnits, value: Any, mean: Tensor) -> Tensor:
         b = mean.mean(dim=dims, keepdim=True) if dims else mean
         return resolve_baseline(u, b.to(torch.float32), mean, "head")
     return resolve_baseline(u, value, mean, "head")
+
+
+@contextlib.contextmanager
+def head_outputs(
+    forward_func: Callable[..., Tensor],
+    layer: Union[nn.Module, str, Sequence[Union[nn.Module, str]]],
+    num_heads: Union[None, int, Sequence[Optional[int]]] = None,
+) -> Iterator[List[nn.Module]]:
+    r"""The heads' concatenated outputs of attention layers, exposed as modules
+    for Captum's layer methods and for hooks.
+
+    No module of an ``nn.MultiheadAttention`` returns its heads' outputs before
+    the output projection. Inside this context each layer's heads' outputs pass
+    through a module outside the model (the probe :class:`HeadShapley` removes
+    heads at), called once per forward pass of the attention with the tensor
+    ``(N, ..., E)``, examples first, and returning it unchanged. Pass these
+    modules as the ``layer`` of ``LayerGradientXActivation``,
+    ``LayerConductance``, ``LayerActivation`` and the like, or register hooks
+    on them (a forward hook may return a replacement of the same shape), and
+    add up the attributions per head with :func:`head_sums`.
+
+    The layers are found as in :class:`HeadShapley` (``nn.MultiheadAttention``
+    modules or output projections such as ``o_proj``). While the context is
+    open, the attention modules run the two-step computation described in
+    :mod:`.heads` (PyTorch's fast path switched off); on exit everything is
+    restored, also after an exception. The modules yielded must not be used
+    after the context closes.
+
+    Args:
+        forward_func (Callable): The model or a forward function of it.
+        layer (torch.nn.Module, str or list): The attention module(s) or output
+                    projection(s), as for :class:`HeadShapley`.
+        num_heads (int or list, optional): As for :class:`HeadShapley`.
+                    Default: None
+
+    Yields:
+        list of nn.Module: One module per layer, in the order given (also for a
+        single layer). Each has the attributes ``num_heads`` and ``name`` (the
+        layer's qualified name).
+
+    Examples::
+
+        >>> from captum.attr import LayerGradientXActivation
+        >>> layers = [blk.self_attn for blk in model.encoder.layers]
+        >>> with head_outputs(model, layers) as heads:
+        >>>     gxa = LayerGradientXActivation(model, heads).attribute(x, target=y)
+        >>>     per_head = [head_sums(a, h.num_heads) for a, h in zip(gxa, heads)]
+        >>> per_head[0].shape  # (N, num_heads)
+    """
+    hs = HeadShapley(forward_func, layer, num_heads)
+    probes = list(hs._layers)
+    with _all_active(probes):
+        yield probes
+
+
+def head_sums(attributions: Tensor, num_heads: int) -> Tensor:
+    r"""Attributions of the heads' concatenated outputs added up per head:
+    ``(N, ..., E)`` to ``(N, num_heads)``, each head's ``E // num_heads``
+    dimensions summed over every position.
+
+    Args:
+        attributions (Tensor): Attributions (or activations, gradients) of the
+                    heads' outputs, examples first, the heads' dimension last,
+                    as a layer method returns them for a module of
+                    :func:`head_outputs`.
+        num_heads (int): The number of heads (it must divide ``E``).
+
+    Returns:
+        *Tensor* of shape ``(N, num_heads)``.
+
+    Examples::
+
+        >>> head_sums(torch.ones(2, 5, 8), num_heads=4)  # 5 positions x 2 dims
+        tensor([[10., 10., 10., 10.],
+                [10., 10., 10., 10.]])
+    """
+    if not isinstance(attributions, Tensor) or attributions.dim() < 2:
+        raise ValueError(
+            "`attributions` must be a tensor (N, ..., E) with the examples first "
+            "and the heads' outputs last, got "
+            + (
+                f"shape {tuple(attributions.shape)}"
+                if isinstance(attributions, Tensor)
+                else type(attributions).__name__
+            )
+        )
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"`num_heads` must be a positive integer, got {num_heads!r}")
+    width = int(attributions.shape[-1])
+    if width % num_heads:
+        raise ValueError(
+            f"`num_heads` ({num_heads}) does not divide the last dimension "
+            f"({width}) of `attributions`"
+        )
+    n = attributions.shape[0]
+    split = attributions.reshape(n, -1, num_heads, width // num_heads)
+    return split.sum(dim=(1, 3))

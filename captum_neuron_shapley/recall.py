@@ -173,15 +173,22 @@ class RecallTransformer(nn.Module):
         marked = (tokens >= VOCAB).long()
         return self.embed(tokens - VOCAB * marked) + self.mark(marked) + self.pos
 
-    def forward(self, tokens: Tensor, task: Union[int, str] = 0) -> Tensor:
-        r"""Logits ``(N, VOCAB)`` of the answer to ``task`` (an index into
-        :data:`TASKS` or its name; default: the induction task)."""
+    def forward_embeddings(self, x: Tensor, task: Union[None, int, str] = 0) -> Tensor:
+        r"""The logits from the first layer's input ``(N, 13, d_model)``
+        (:meth:`embed_tokens`), for methods that interpolate inputs (such as
+        conductance). ``task`` as in :meth:`forward`."""
+        x = self.encoder(x, mask=self.causal_mask, is_causal=True)
+        logits = self.unembed(self.norm(x[:, -1])).view(-1, len(TASKS), VOCAB)
+        if task is None:
+            return logits
         index = TASKS.index(task) if isinstance(task, str) else int(task)
-        x = self.encoder(
-            self.embed_tokens(tokens), mask=self.causal_mask, is_causal=True
-        )
-        logits = self.unembed(self.norm(x[:, -1]))
-        return logits.view(-1, len(TASKS), VOCAB)[:, index]
+        return logits[:, index]
+
+    def forward(self, tokens: Tensor, task: Union[None, int, str] = 0) -> Tensor:
+        r"""Logits ``(N, VOCAB)`` of the answer to ``task`` (an index into
+        :data:`TASKS` or its name; default: the induction task), or of every
+        task, ``(N, len(TASKS), VOCAB)``, for ``task=None``."""
+        return self.forward_embeddings(self.embed_tokens(tokens), task)
 
 
 def _accuracies(model: RecallTransformer, data: RecallData) -> List[float]:

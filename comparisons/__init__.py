@@ -4,7 +4,8 @@ a checkout (``python -m comparisons``; not installed with the library).
 Where each idea lives:
 
 - :mod:`~comparisons.cli`: the one command line (the report without a
-  subcommand; ``applications``, ``bench``, ``coverage``, ``distributed``).
+  subcommand; ``applications``, ``bench``, ``coverage``, ``distributed``, ``device``,
+  ``transformers``).
 - :mod:`~comparisons.methods`: the methods compared, each scoring the same
   units (Shapley runs, greedy removal sets, Captum-based baselines).
 - :mod:`~comparisons.protocol`: the evaluation protocol (rankings judged by
@@ -16,6 +17,9 @@ Where each idea lives:
   which question, at which ``k``).
 - :mod:`~comparisons.case_studies`: the paper's four applications against
   targeted gradient rankings (``applications.md``).
+- :mod:`~comparisons.transformers`: attention heads and MLP neurons of
+  transformers with a known mechanism against gradient and removal baselines
+  (``python -m comparisons transformers``).
 - :mod:`~comparisons.bench`: speed and scale benchmarks (``bench.md``).
 - :mod:`~comparisons.coverage`: do the confidence intervals hold where the
   bandit stops.

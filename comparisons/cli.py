@@ -4,6 +4,7 @@ r"""One command line for everything in :mod:`comparisons`:
     python -m comparisons applications [--quick] [--out DIR]      case studies
     python -m comparisons bench [--quick] [--out DIR] ...         benchmarks
     python -m comparisons coverage [--seeds N] ...                interval coverage
+    python -m comparisons transformers [--quick] [--out DIR]      heads, MLP neurons
     torchrun --nproc_per_node=2 -m comparisons distributed ...    several processes
 
 Without a subcommand (or with ``report``) it runs the main job: which method,
@@ -65,7 +66,8 @@ cost fits (the report says which were skipped or stopped early, and why). With
 Nothing is downloaded: --arch builds a torchvision architecture with random
 weights and loads --weights into it.
 
-Other jobs: python -m comparisons {applications,bench,coverage,distributed} -h
+Other jobs: python -m comparisons
+{applications,bench,coverage,distributed,device,transformers} -h
 """
 
 
@@ -590,6 +592,75 @@ def run_device_command(rest: List[str], argv: List[str]) -> int:
     return 0
 
 
+# -- transformers ------------------------------------------------------------------
+
+
+def transformers_parser() -> argparse.ArgumentParser:
+    r"""The flags of ``python -m comparisons transformers``."""
+    from . import transformers
+
+    p = argparse.ArgumentParser(
+        prog="python -m comparisons transformers",
+        description=transformers.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="one estimator seed, smaller splits and budgets (a few minutes)",
+    )
+    p.add_argument(
+        "--out", default=None, help=f"output folder ({DEFAULT_OUT}/transformers)"
+    )
+    p.add_argument(
+        "--studies",
+        nargs="*",
+        default=None,
+        help="only these studies (recall<seed>-induction, recall<seed>-overall, "
+        "modular<seed>-mlp; default: seeds 0-2 of each)",
+    )
+    p.add_argument("--seeds", type=int, default=None, help="Shapley seeds (3)")
+    p.add_argument(
+        "--render",
+        metavar="RESULTS_JSON",
+        help="lay a saved run out again (into --out if given, else beside it)",
+    )
+    _threads_flag(p)
+    return p
+
+
+def run_transformers_command(rest: List[str], argv: List[str]) -> int:
+    r"""``python -m comparisons transformers ...``."""
+    from .transformers import render_saved, run_transformers, TransformerOptions
+    from .transformers.options import parse_study_key
+
+    p = transformers_parser()
+    args = p.parse_args(rest)
+    if args.render:
+        render_saved(Path(args.render), Path(args.out) if args.out else None)
+        return 0
+    if args.seeds is not None and args.seeds < 1:
+        p.error(f"--seeds must be positive, got {args.seeds}")
+    out = Path(args.out or f"{DEFAULT_OUT}/transformers")
+    extra = {} if args.seeds is None else {"seeds": args.seeds}
+    opts = (
+        TransformerOptions.quick_defaults(out, command=_command(argv), **extra)
+        if args.quick
+        else TransformerOptions(out=out, command=_command(argv), **extra)
+    )
+    for key in args.studies or []:
+        try:
+            parse_study_key(key)
+        except ValueError as e:
+            p.error(str(e))
+    opts.studies = list(args.studies or [])
+    summary = _with_threads(args.threads, lambda: run_transformers(opts))
+    print()
+    print(f"total wall time {summary.total_wall_s} s")
+    _print_outputs(out, ["report.md", "results.json"], summary.figures.values())
+    return 0
+
+
 #: ``{subcommand: run(arguments after it, the whole argv)}``.
 SUBCOMMANDS: Dict[str, Callable[[List[str], List[str]], int]] = {
     "report": run_report_command,
@@ -598,6 +669,7 @@ SUBCOMMANDS: Dict[str, Callable[[List[str], List[str]], int]] = {
     "coverage": run_coverage_command,
     "distributed": run_distributed_command,
     "device": run_device_command,
+    "transformers": run_transformers_command,
 }
 
 

@@ -103,6 +103,7 @@ LEFT_OUT: Dict[str, str] = {
     "ablation": "removal curves and ablated models: evaluation of a ranking",
     "applications": "repair scenarios (class, fairness, adversarial)",
     "examples": "the embedded digits models and their weights",
+    "modular": "the modular-addition transformer and its weights",
     "recall": "the recall transformers and their circuits",
     "repair": "exporting removals into a model's weights",
     "visualization": "figures",
@@ -634,9 +635,20 @@ Head Shapley
 ^^^^^^^^^^^^^^^^^^^^^^^^^^^
 
 .. autoclass:: captum.attr.HeadShapley
-    :members:
+    :members:"""
 
-.. autofunction:: captum.attr._core.layer.head_shapley.feature_mask"""
+
+def layer_rst() -> str:
+    r"""The entries of ``sphinx/source/layer.rst``: the three classes, then the
+    public functions of their modules (``feature_mask``, ...)."""
+    out = [_LAYER_RST]
+    for name, module in _public_names().items():
+        target = MODULES.get(module, "")
+        if target.startswith(LAYER) and name not in ATTR_EXPORTS:
+            kind = "function" if name[0].islower() else "class"
+            out.append(f"\n.. auto{kind}:: {target}.{name}")
+    return "\n".join(out)
+
 
 _PARTS_RST_HEAD = """\
 Neuron Shapley Estimation
@@ -900,7 +912,7 @@ EDITS: List[Hunk] = [
         "sphinx/source/layer.rst",
         74,
         ctx(".. autoclass:: captum.attr.LayerLRP", "    :members:")
-        + add(*_LAYER_RST.split("\n")),
+        + add(*layer_rst().split("\n")),
     ),
     Hunk(
         "sphinx/source/index.rst",

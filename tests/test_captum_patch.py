@@ -88,7 +88,7 @@ def test_a_rule_that_no_longer_matches_is_reported(script):
 
 
 def test_every_public_name_has_an_api_entry(script):
-    pages = script.parts_rst() + script._LAYER_RST + "\n"
+    pages = script.parts_rst() + script.layer_rst() + "\n"
     for name, module in script._public_names().items():
         if module in script.MODULES:
             assert f".{name}\n" in pages, name

@@ -17,6 +17,10 @@ from captum_neuron_shapley.examples import (
     trained_digits_resnet,
     WEIGHTS_DIR,
 )
+from captum_neuron_shapley.modular import (
+    SHIPPED_SEEDS as MODULAR_SEEDS,
+    trained_modular_transformer,
+)
 from captum_neuron_shapley.recall import SHIPPED_SEEDS, trained_recall_transformer
 
 APPLICATIONS = Path(__file__).resolve().parents[1] / "docs" / "applications"
@@ -37,6 +41,14 @@ RECALL = {
     )
     for seed in SHIPPED_SEEDS
 }
+# the MLP neurons' testbed (captum_neuron_shapley.modular)
+MODULAR = {
+    f"modular{seed}": (
+        f"modular_transformer_seed{seed}",
+        lambda d, seed=seed: trained_modular_transformer(seed, cache_dir=d),
+    )
+    for seed in MODULAR_SEEDS
+}
 
 
 def _fingerprint(model):
@@ -50,7 +62,7 @@ def _fingerprint(model):
 
 def test_the_weights_ship_with_the_package():
     names = sorted(p.name for p in WEIGHTS_DIR.glob("*.pt"))
-    everything = {**SHIPPED, **RECALL}
+    everything = {**SHIPPED, **RECALL, **MODULAR}
     assert names == sorted(f"{n}.pt" for n, _ in everything.values())
     for name, _ in everything.values():
         path = shipped_weights(name)
@@ -58,9 +70,9 @@ def test_the_weights_ship_with_the_package():
     assert shipped_weights("digits_cnn_seed1") is None
 
 
-@pytest.mark.parametrize("key", sorted({**SHIPPED, **RECALL}))
+@pytest.mark.parametrize("key", sorted({**SHIPPED, **RECALL, **MODULAR}))
 def test_loaders_load_the_shipped_weights_without_training(key, tmp_path, caplog):
-    name, load = {**SHIPPED, **RECALL}[key]
+    name, load = {**SHIPPED, **RECALL, **MODULAR}[key]
     state = torch.random.get_rng_state()
     with caplog.at_level("DEBUG", logger="captum_neuron_shapley"):
         model = load(tmp_path)

@@ -94,3 +94,15 @@ def test_shapley_finds_the_induction_circuit(seed, splits):
     assert float(acc[0]) >= 0.99
     assert float(acc[1]) < CHANCE + 0.1, acc
     assert float(acc[2:].min()) > 0.9, acc
+
+
+def test_all_tasks_and_embeddings_give_the_same_logits(splits):
+    _, test = splits
+    model = trained_recall_transformer(0)
+    with torch.no_grad():
+        every = model(test.tokens[:64], None)
+        assert every.shape == (64, 4, VOCAB)
+        for task in range(4):
+            assert torch.equal(every[:, task], model(test.tokens[:64], task))
+        emb = model.embed_tokens(test.tokens[:64])
+        assert torch.equal(model.forward_embeddings(emb, "marked"), every[:, 2])

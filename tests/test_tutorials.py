@@ -1,5 +1,5 @@
-"""The tutorials run top to bottom, so that none can rot: 01 with quick budgets in the
-default suite, all four in full under ``-m slow``. Both runs fail on a
+"""The tutorials run top to bottom, so that none can rot: 01 and 05 with quick budgets
+in the default suite, all five in full under ``-m slow``. Both runs fail on a
 DeprecationWarning of this package (a tutorial calling a moved keyword), and the
 default suite also checks every tutorial's code for moved keywords and its saved
 outputs for errors, quick-mode runs and machine paths."""
@@ -55,6 +55,10 @@ def _run(path: Path, quick: bool, monkeypatch, timeout: int = 600) -> None:
 
 def test_quickstart_runs(monkeypatch):
     _run(TUTORIALS / "01_quickstart.ipynb", quick=True, monkeypatch=monkeypatch)
+
+
+def test_transformer_heads_runs(monkeypatch):
+    _run(TUTORIALS / "05_transformer_heads.ipynb", quick=True, monkeypatch=monkeypatch)
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence
 
 import torch
 
@@ -112,8 +112,15 @@ def throughput(device: str, seconds: float, ppes: List[int]) -> List[Dict[str, A
 
 
 def _peak(device: str) -> Dict[str, float]:
+    r"""Peak memory: the GPU's since its last reset, or on the CPU the
+    process's peak resident set so far (it never decreases: run one kind of
+    measurement per process, in increasing size, to read each row's own)."""
     if device != "cuda":
-        return {}
+        import resource
+
+        return {
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        }
     return {"peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30}
 
 
@@ -160,12 +167,20 @@ def inception(device: str, seconds: float, batch: int) -> List[Dict[str, Any]]:
 
 
 def transformer(
-    device: str, seconds: float, batch: int, small: bool
+    device: str,
+    seconds: float,
+    batch: int,
+    small: bool,
+    ppes: Sequence[int] = (1, 8, 32),
+    units: Sequence[str] = ("heads", "MLP neurons"),
 ) -> List[Dict[str, Any]]:
     r"""ViT-B/16 (random weights; torchvision zeroes the classifier, so it gets
     random weights too), labels its own predictions: the 144 heads of its 12
     blocks in one game, and the 36,864 MLP neurons (one unit per hidden feature of
-    every block, shared by the positions), against plain forwards."""
+    every block, shared by the positions), against plain forwards, at each
+    ``perturbations_per_eval`` of ``ppes``; ``units`` picks the games. Each row
+    records the peak memory so far (:func:`_peak`); ``forward_peak`` is that
+    after the plain forwards, before any game."""
     from captum_neuron_shapley import feature_mask, HeadShapley, NeuronShapley
     from torchvision.models import VisionTransformer, vit_b_16
 
@@ -196,11 +211,16 @@ def transformer(
             perturbations_per_eval=ppe,
         ),
     }
+    unknown = set(units) - set(games)
+    if unknown:
+        raise ValueError(f"unknown units {sorted(unknown)}; choose from {list(games)}")
     with torch.no_grad():
         fwd = _rate(lambda: vit(x), device, seconds, 1)
+    forward_peak = _peak(device)
     rows = []
-    for name, make in games.items():
-        for ppe in (1, 8, 32):
+    for name in units:
+        make = games[name]
+        for ppe in ppes:
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             game = make(ppe)
@@ -218,6 +238,7 @@ def transformer(
                     "forwards_per_s": fwd,
                     "ratio": evals / fwd,
                     **_peak(device),
+                    "forward_peak": forward_peak,
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
@@ -261,12 +282,37 @@ def main(argv: Any = None) -> None:
         nargs="*",
         default=["throughput", "inception", "transformer", "big_layer"],
     )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="transformer part: images per game (64; --quick: 4)",
+    )
+    p.add_argument(
+        "--ppes",
+        type=int,
+        nargs="+",
+        default=[1, 8, 32],
+        help="transformer part: perturbations_per_eval values (1 8 32)",
+    )
+    p.add_argument(
+        "--units",
+        nargs="+",
+        default=["heads", "mlp"],
+        choices=["heads", "mlp"],
+        help="transformer part: which games (heads, mlp)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (torch's own)"
+    )
     args = p.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     q = args.quick
     report: Dict[str, Any] = {
-        "command": "python -m comparisons device",
+        "command": " ".join(["python -m comparisons device", *(argv or [])]),
         "environment": Environment.capture(args.device).to_dict(),
     }
     started = time.perf_counter()
@@ -283,8 +329,10 @@ def main(argv: Any = None) -> None:
         report["inception"] = inception(args.device, 1.0 if q else 4.0, 4 if q else 128)
         save()
     if "transformer" in args.parts:
+        batch = args.batch or (4 if q else 64)
+        units = [{"heads": "heads", "mlp": "MLP neurons"}[u] for u in args.units]
         report["transformer"] = transformer(
-            args.device, 1.0 if q else 3.0, 4 if q else 64, q
+            args.device, 1.0 if q else 3.0, batch, q, args.ppes, units
         )
         save()
     if "big_layer" in args.parts:

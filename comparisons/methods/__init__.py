@@ -9,6 +9,9 @@ unit of the same layers, in the flat order of ``ShapleyResult.flat_values``.
 - :mod:`~comparisons.methods.baselines`: Captum-based scores (conductance,
   distributional influence, gradient x activation, activation) and
   leave-one-out.
+- :mod:`~comparisons.methods.transformer`: attention heads and MLP neurons
+  (Michel et al.'s head importance, attribution patching, Captum's
+  conductance and gradient x activation summed per unit).
 - :mod:`~comparisons.methods.scoring`: every baseline on a question, each timed,
   counted and held to its share of a time budget.
 - :mod:`~comparisons.methods.status`: what budget a method had and whether it

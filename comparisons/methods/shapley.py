@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from captum_neuron_shapley import FilterShapley, ShapleyResult
+from captum_neuron_shapley import NeuronShapley, ShapleyResult
 from captum_neuron_shapley.game import UnitGame
 
 from ..cost import Cost, count_cost
@@ -73,7 +73,7 @@ def _budget(kw: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def run_shapley(
-    fs: FilterShapley,
+    fs: NeuronShapley,
     scenario: Scenario,
     seeds: Sequence[int],
     kwargs: Dict[str, Any],
