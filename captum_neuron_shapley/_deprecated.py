@@ -104,7 +104,7 @@ def _translate(moved: Dict[str, Any], kwargs: Dict[str, Any]) -> None:
             strata=smp.get("strata"),
             antithetic=bool(smp.get("antithetic", False)),
             batch_size=smp.get("subset_size"),
-            chains_per_round=smp.get("chains_per_round", 1),
+            chains_per_round=smp.get("chains_per_round", "auto"),
         )
     refine_args = {k: moved[k] for k in _REFINE_KEYS if k in moved}
     if refine_args:

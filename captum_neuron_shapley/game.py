@@ -379,7 +379,10 @@ class UnitGame:
             per-example tensors).
         metric (Callable): ``metric(outputs, target) -> float``, higher is better.
         full_outputs (Tensor): The intact model's outputs on ``inputs``.
-        perturbations_per_eval (int): Coalitions evaluated in one forward pass.
+        perturbations_per_eval (int): Coalitions evaluated in one forward pass on
+            all examples; as in Captum, a pass holds at most
+            ``perturbations_per_eval`` copies of the examples, so more coalitions
+            on batches of fewer examples (:meth:`pass_states`).
         batch_size (int, optional): Examples per forward pass (times coalitions).
         prefix (tuple, optional): Modules that run before every ablated layer and
             their outputs on all ``inputs`` (see :mod:`.prefix`): replayed instead
@@ -533,11 +536,21 @@ class UnitGame:
         with model_guard(self.model):
             return self._outputs(keep.cpu(), self._rows(rows))
 
+    def pass_states(self, n: int) -> int:
+        r"""Coalitions one forward pass holds on ``n`` examples each: at most
+        ``perturbations_per_eval`` times the evaluation set's examples, as
+        Captum bounds a pass (``perturbations_per_eval`` on all of them)."""
+        ppe = self.perturbations_per_eval
+        if self.streamed or n >= self.n_examples:
+            return ppe
+        return max(ppe, ppe * self.n_examples // max(n, 1))
+
     def _outputs(self, keep: Tensor, rows: Union[Batch, List[Batch]]) -> Tensor:
         n = rows.n if isinstance(rows, Batch) else rows[0].n
+        step = self.pass_states(n)
         chunks = []
-        for a in range(0, keep.shape[0], self.perturbations_per_eval):
-            k = keep[a : a + self.perturbations_per_eval]
+        for a in range(0, keep.shape[0], step):
+            k = keep[a : a + step]
             m = k.shape[0]
             # decide on the CPU which layers need a hook: no device sync per call
             per_layer = [

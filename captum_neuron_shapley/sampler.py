@@ -173,6 +173,14 @@ class _Walk:
         r"""States still to evaluate (at most; truncation may stop it sooner)."""
         return self.needed.numel() - self.cursor
 
+    def expected(self, cost: Optional[float]) -> float:
+        r"""States this walk is expected to still evaluate: ``cost`` (the mean
+        evaluations of a completed chain, when known) less those done, within
+        :attr:`remaining`."""
+        if cost is None:
+            return float(self.remaining)
+        return min(float(self.remaining), max(cost - self.evaluated, 1.0))
+
     @property
     def done(self) -> bool:
         return self.cursor >= self.needed.numel()
@@ -248,11 +256,16 @@ class PermutationSampler(Sampler):
             on more than 128 examples, all examples otherwise). None: every
             chain on all examples. With a ``DataLoader``, batches are read from
             it (see :mod:`captum_neuron_shapley.streaming`). Default: ``"auto"``
-        chains_per_round (int, optional): Sets of chains (one chain, an
+        chains_per_round (int or str, optional): Sets of chains (one chain, an
             antithetic pair or a cycle of ``strata`` shifts) walked together,
-            their states sharing forward passes of ``perturbations_per_eval``
-            coalitions (useful on GPUs; unbiased, as every set is drawn
-            independently). Default: 1
+            their states sharing forward passes (unbiased, as every set is drawn
+            independently). A pass holds at most ``perturbations_per_eval``
+            times the evaluation set's examples, as Captum bounds a pass: on
+            batches of ``b`` of ``N`` examples, up to
+            ``perturbations_per_eval * N // b`` states (:meth:`pass_size`).
+            ``"auto"``: enough sets that one state of each chain fills such a
+            pass (1 on all examples).
+            Default: ``"auto"``
         patience (int, optional): Consecutive evaluated states at or below the
             truncation threshold before a chain stops. Default: 1 (6 with a
             ``PaperBound``, as the original code)
@@ -271,14 +284,15 @@ class PermutationSampler(Sampler):
         strata: Optional[int] = None,
         antithetic: bool = False,
         batch_size: Union[None, int, str] = "auto",
-        chains_per_round: int = 1,
+        chains_per_round: Union[int, str] = "auto",
         patience: Optional[int] = None,
     ) -> None:
         for arg, value in (("strata", strata), ("patience", patience)):
             _check_positive_int(arg, value)
         if batch_size != "auto":
             _check_positive_int("batch_size", batch_size)
-        _check_positive_int("chains_per_round", chains_per_round, allow_none=False)
+        if chains_per_round != "auto":
+            _check_positive_int("chains_per_round", chains_per_round, False)
         if not isinstance(antithetic, bool):
             raise ValueError(f"`antithetic` must be a bool, got {antithetic!r}")
         if antithetic and strata is not None and strata > 1:
@@ -288,7 +302,7 @@ class PermutationSampler(Sampler):
         self.strata = strata
         self.antithetic = antithetic
         self.batch_size = batch_size
-        self.chains_per_round = chains_per_round
+        self._chains_per_round = chains_per_round
         self.patience = patience
         self._truncation: Optional[float] = None
         self._costs: List[int] = []
@@ -313,6 +327,33 @@ class PermutationSampler(Sampler):
     @property
     def truncation(self) -> Optional[float]:
         return self._truncation
+
+    def pass_size(self) -> int:
+        r"""States one forward pass may hold: ``perturbations_per_eval`` copies of
+        the evaluation set's examples, as Captum bounds a pass. So
+        ``perturbations_per_eval * N // b`` states on per-chain batches of ``b``
+        of ``N`` examples, and ``perturbations_per_eval`` on all examples or
+        with a ``DataLoader`` (whose passes hold one of its batches per state).
+        """
+        pass_states = getattr(self.game, "pass_states", None)
+        if pass_states is None:  # a game without per-chain batches
+            return self.game.perturbations_per_eval
+        return pass_states(self.examples_per_chain)
+
+    @property
+    def chains_per_round(self) -> int:
+        r"""Sets of chains per round; ``"auto"`` resolves, once bound to a game,
+        to enough sets that one state of each chain fills a pass of
+        :meth:`pass_size` states (1 on all examples)."""
+        cpr = self._chains_per_round
+        if isinstance(cpr, int):
+            return cpr
+        if getattr(self, "game", None) is None:
+            return 1
+        size = self.pass_size()
+        if size <= self.game.perturbations_per_eval:
+            return 1
+        return -(-size // self.set_size)  # a state of each chain fills a pass
 
     @property
     def set_size(self) -> int:
@@ -442,14 +483,16 @@ class PermutationSampler(Sampler):
     ) -> List[Optional[Tuple[Tensor, Tensor]]]:
         r"""Walk removal orders in lockstep, each on its own examples
         (``batches``, one per order; None: all examples): each forward pass
-        evaluates up to ``perturbations_per_eval`` states, shared fairly among the
-        chains still running; truncation is checked per chain after each pass.
+        evaluates up to :meth:`pass_size` states, shared fairly among the chains
+        still running; truncation is checked per chain after each pass.
         Stops once the game's evaluation count reaches ``max_evaluations``; when
         what is left of it may not finish every chain, the chains are served in
         order instead, so that as many as possible complete. Stops (leaving the
         running chains unfinished) once ``time.monotonic()`` passes
         ``deadline``."""
         thr, patience = self.truncation, int(self.patience or 1)
+        ppe = self.game.perturbations_per_eval
+        cost = self.chain_cost() if self._costs else None
         batches = list(batches) if batches is not None else [None] * len(perms)
         walks = [
             _Walk(p, active, self.game.full_value(b), thr, b)
@@ -457,20 +500,24 @@ class PermutationSampler(Sampler):
         ]
         while True:
             running = [w for w in walks if not w.done]
-            budget = left = self.game.perturbations_per_eval
+            left: float = math.inf
             if max_evaluations is not None:
                 left = max_evaluations - self.game.n_evaluations
-                budget = min(budget, left)
+            budget = int(min(self.pass_size(), left))
             if not running or budget <= 0:
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            if left < sum(w.remaining for w in running):
-                # the budget may not finish every chain: finish them in order, so
-                # that as many as possible complete (a cut chain is dropped)
-                share = budget
+            if left < sum(w.expected(cost) for w in running):
+                # the budget may not finish every chain: finish them in order,
+                # state by state, so that as many as possible complete (a cut
+                # chain is dropped)
+                budget = share = min(budget, ppe)
             else:
-                share = -(-budget // len(running))  # fair share: ceil
+                # a fair share of the pass (ceil): a chain may evaluate a few
+                # states past its truncation point, which costs less than
+                # passes holding fewer states
+                share = -(-budget // len(running))
             masks: List[Tensor] = []
             takers = []
             for w in running:

@@ -90,16 +90,19 @@ def test_quick_bench_runs_in_seconds(tmp_path):
 def test_no_state_is_evaluated_after_truncation_at_one_coalition_per_pass(
     tiny, tiny_data
 ):
-    # the default (perturbations_per_eval=1) checks every state against the
+    # on all examples, perturbations_per_eval=1 checks every state against the
     # threshold before evaluating the next: a chain costs exactly the states up
-    # to the first one at or below it
+    # to the first one at or below it (on batches, a pass holds several states;
+    # tests/test_sampler.py checks what that costs)
     from captum_neuron_shapley.sampler import PermutationSampler, truncation_threshold
 
     (x, y), _ = tiny_data
     game = FilterShapley(tiny, [tiny.conv1, tiny.conv2]).game(x, target=y)
     n = game.n_units
     thr = truncation_threshold(0.5, game.full_value(), game.empty_value())
-    smp = PermutationSampler(strata=4).bind(game, torch.Generator().manual_seed(0), thr)
+    smp = PermutationSampler(strata=4, batch_size=None).bind(
+        game, torch.Generator().manual_seed(0), thr
+    )
     active = torch.ones(n, dtype=torch.bool)
     cut = 0
     for _ in range(8):

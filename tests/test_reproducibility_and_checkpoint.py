@@ -43,9 +43,11 @@ def test_global_rng_untouched(tiny, tiny_data):
 
 
 def test_resume_continues_exactly(tiny, tiny_data, tmp_path):
+    # rounds of one cycle of 4 chains, so that the first run's 8 chains are the
+    # full run's first two rounds, passes and all
     (x, y), _ = tiny_data
     full = _run(
-        tiny, x, y, max_permutations=20, sampler=PermutationSampler(batch_size=60)
+        tiny, x, y, max_permutations=20, sampler=PermutationSampler(batch_size=60, chains_per_round=1)
     )
     ckpt = tmp_path / "run.pt"
     first = _run(
@@ -53,7 +55,7 @@ def test_resume_continues_exactly(tiny, tiny_data, tmp_path):
         x,
         y,
         max_permutations=8,
-        sampler=PermutationSampler(batch_size=60),
+        sampler=PermutationSampler(batch_size=60, chains_per_round=1),
         stop=Checkpoint(ckpt, interval=0),
     )
     assert first.n_permutations == 8 and ckpt.exists()
@@ -62,7 +64,7 @@ def test_resume_continues_exactly(tiny, tiny_data, tmp_path):
         x,
         y,
         max_permutations=20,
-        sampler=PermutationSampler(batch_size=60),
+        sampler=PermutationSampler(batch_size=60, chains_per_round=1),
         stop=Checkpoint(ckpt, interval=0),
     )
     assert torch.equal(resumed.flat_values, full.flat_values)
@@ -76,8 +78,10 @@ class Interrupt(Exception):
 
 
 def test_resume_after_a_crash(tiny, tiny_data, tmp_path):
+    # rounds of one cycle of 4 chains: a checkpoint is written before the crash
     (x, y), _ = tiny_data
-    full = _run(tiny, x, y, max_permutations=15)
+    one = PermutationSampler(chains_per_round=1)
+    full = _run(tiny, x, y, max_permutations=15, sampler=one)
     calls = {"n": 0, "armed": True}
 
     def flaky(outputs, target):
@@ -96,6 +100,7 @@ def test_resume_after_a_crash(tiny, tiny_data, tmp_path):
             max_permutations=15,
             metric=flaky,
             stop=Checkpoint(ckpt, interval=0),
+            sampler=one,
         )
     state = torch.load(ckpt, weights_only=True)  # plain tensors and containers only
     assert 0 < state["n_permutations"] < 15
@@ -107,10 +112,11 @@ def test_resume_after_a_crash(tiny, tiny_data, tmp_path):
         max_permutations=15,
         metric=flaky,
         stop=Checkpoint(ckpt, interval=0),
+        sampler=one,
     )
     # resuming with another metric is refused: it would mix two games
     with pytest.raises(ValueError, match="other settings .*metric: .*flaky"):
-        _run(tiny, x, y, max_permutations=16, stop=Checkpoint(ckpt))
+        _run(tiny, x, y, max_permutations=16, stop=Checkpoint(ckpt), sampler=one)
     assert torch.equal(resumed.flat_values, full.flat_values)
     assert resumed.n_evaluations == full.n_evaluations
 

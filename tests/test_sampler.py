@@ -1,6 +1,7 @@
 """Chains walked together give exactly what they give walked one by one."""
 
 from types import SimpleNamespace
+from typing import List
 
 import pytest
 import torch
@@ -190,3 +191,53 @@ def test_a_small_budget_still_completes_chains_of_a_cycle(tiny, tiny_data):
         assert (res.counts == 1).all()
         # no truncation: each completed chain's marginals sum to V(all) - V(none)
         assert abs(float(res.convergence_delta)) < 1e-9
+
+
+def test_a_pass_on_batches_holds_several_chains_within_ppe_copies_of_the_set(
+    tiny, tiny_data
+):
+    # Captum bounds a forward pass by perturbations_per_eval copies of the
+    # inputs; chains on batches of b of N examples fill a pass with the states
+    # of up to ppe * N // b chains. The chains' marginals are those of each
+    # chain walked alone (only the grouping into passes differs), and a chain
+    # evaluates at most share - 1 states past its truncation point.
+    from captum_neuron_shapley.sampler import truncation_threshold
+
+    (x, y), _ = tiny_data
+    n_examples, b = x.shape[0], 40
+    for ppe in (1, 2):
+        game = FilterShapley(tiny, [tiny.conv1, tiny.conv2]).game(
+            x, target=y, perturbations_per_eval=ppe
+        )
+        thr = truncation_threshold(0.5, game.full_value(), game.empty_value())
+        smp = PermutationSampler(strata=4, batch_size=b).bind(
+            game, torch.Generator().manual_seed(0), thr
+        )
+        assert smp.pass_size() == ppe * n_examples // b
+        assert smp.chains_per_round == -(-smp.pass_size() // 4)
+        rows: List[int] = []
+        handle = tiny.register_forward_pre_hook(
+            lambda m, inp: rows.append(inp[0].shape[0])
+        )
+        perms = [smp._draw_set(4) for _ in range(3)]
+        batches = [smp._subset() for _ in perms]
+        flat = [p for ps in perms for p in ps]
+        per_chain = [bt for bt, ps in zip(batches, perms) for _ in ps]
+        active = torch.ones(game.n_units, dtype=torch.bool)
+        try:
+            before = game.n_evaluations
+            together = smp.walk(flat, active, per_chain)
+            cost_together = game.n_evaluations - before
+        finally:
+            handle.remove()
+        assert max(rows) <= ppe * n_examples and max(rows) > ppe * b
+        # alone and one state per pass: each chain costs exactly its states up
+        # to truncation
+        size = smp.pass_size()
+        smp.pass_size = lambda: 1  # type: ignore[method-assign]
+        before = game.n_evaluations
+        alone = [smp.walk([p], active, [bt])[0] for p, bt in zip(flat, per_chain)]
+        cost_alone = game.n_evaluations - before
+        for t, a in zip(together, alone):
+            assert torch.equal(t[0], a[0]) and torch.allclose(t[1], a[1])
+        assert cost_alone <= cost_together <= cost_alone + len(flat) * (size - 1)
