@@ -21,6 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 from typing import (
+    Any,
     Callable,
     Dict,
     Iterable,
@@ -590,6 +591,16 @@ def coverage_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: evaluations each bound needs to stop on the digits CNN",
     )
+    p.add_argument(
+        "--batch-size",
+        default="auto",
+        help="examples per chain: auto (the default sampler's), all, or a number",
+    )
+    p.add_argument(
+        "--selector",
+        choices=["lucb", "border", "prior", "screening"],
+        help="a selection policy on the chains (comparisons/bench/selection.py)",
+    )
     return p
 
 
@@ -612,6 +623,16 @@ def run_coverage_command(rest: List[str], argv: List[str]) -> int:
             p.error(
                 f"--metrics: unknown metric {m!r} (choose from {', '.join(METRICS)})"
             )
+    batch: Any = args.batch_size
+    if batch == "all":
+        batch = None
+    elif batch != "auto":
+        try:
+            batch = int(batch)
+        except ValueError:
+            p.error(f"--batch-size: expected auto, all or a number, got {batch!r}")
+        if batch < 1:
+            p.error(f"--batch-size: expected a positive number, got {batch}")
     return run_coverage(
         CoverageOptions(
             seeds=args.seeds,
@@ -621,6 +642,8 @@ def run_coverage_command(rest: List[str], argv: List[str]) -> int:
             metrics=metrics,
             max_evaluations=args.max_evaluations,
             digits_cost=args.digits_cost,
+            batch_size=batch,
+            selector=args.selector,
         )
     )
 
