@@ -1,9 +1,11 @@
-r"""Neuron Shapley for Captum: the neurons and filters responsible for a model's
-behaviour, by their Shapley values for a dataset-level metric."""
+r"""Neuron Shapley for Captum: the neurons, filters and attention heads
+responsible for a model's behaviour, by their Shapley values for a dataset-level
+metric."""
 
 from ._run import UnestimatedWarning
-from .attr import FilterShapley, NeuronShapley
+from .attr import NeuronShapley
 from .bounds import AnytimeBound, Bound, FixedBound, PaperBound, StrictBound
+from .filter_shapley import FilterShapley
 from .metrics import (
     Accuracy,
     accuracy,
@@ -60,6 +62,8 @@ __all__ = [
 ]
 
 from .ablation import ablated, removal_curves  # noqa: E402
+from .heads import feature_mask, HeadShapley  # noqa: E402
 from .repair import export_repaired  # noqa: E402
 
 __all__ += ["ablated", "removal_curves", "export_repaired"]
+__all__ += ["HeadShapley", "feature_mask"]

@@ -13,12 +13,22 @@ from torch.utils.data import DataLoader
 
 from ._inputs import (
     check_finite,
+    check_not_scripted,
     check_positive_int,
     explain_forward_errors,
     format_eval_data,
+    layer_names,
+    resolve_layers,
 )
 from .bounds import Bound
-from .game import LayerEval, model_guard, reference_pass, subset_args, UnitGame
+from .game import (
+    LayerEval,
+    model_guard,
+    module_of,
+    reference_pass,
+    subset_args,
+    UnitGame,
+)
 from .metrics import default_metric, MeanOutput
 from .prefix import trace_prefix
 from .refine import GreedyRefine
@@ -50,17 +60,32 @@ Stop = Union[None, StoppingRule, Bound]
 SamplerSpec = Union[None, str, Sampler]
 
 
+def attr_layers(
+    forward_func: Callable, layer: Any
+) -> Tuple[List[nn.Module], Optional[nn.Module], List[str]]:
+    r"""The constructor's ``layer`` (modules or qualified names, one or a list)
+    as modules, the model behind ``forward_func`` and the layers' names in it;
+    TorchScript models and foreign layers are refused."""
+    model = module_of(forward_func)
+    layer = resolve_layers(model, layer)  # names -> modules
+    layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+    if not layers:
+        raise ValueError("`layer` must be a module or a non-empty list of them")
+    check_not_scripted(model, layers)
+    return layers, model, layer_names(forward_func, layers, model)
+
+
 def layer_units(
-    layers: Sequence[nn.Module],
-    names: Sequence[str],
-    single: bool,
-    grouping: str,
+    attr: Any,
     evals: List[LayerEval],
     layer_baselines: Any,
     layer_mask: Any,
     layer_input: bool,
 ) -> List[LayerUnits]:
-    r"""The players of every tensor of every layer, with their baselines."""
+    r"""The players of every tensor of every layer of ``attr`` (a
+    :class:`~captum_neuron_shapley.NeuronShapley`), with their baselines."""
+    layers, names, single = attr._layers, attr._names, attr._single
+    grouping = attr._grouping
     counts = [len(ev.shapes) for ev in evals]
     baselines = per_tensor(layer_baselines, counts, names, single, "layer_baselines")
     masks = per_tensor(layer_mask, counts, names, single, "layer_mask")
@@ -98,7 +123,7 @@ def layouts(units: Sequence[LayerUnits], names: Dict[int, str]) -> List[LayerLay
     for u in units:
         groups = (
             torch.arange(u.n_units)
-            if u.kind == "filter"
+            if u.per_unit
             else u.groups.expand(u.out_shape).cpu().clone()
         )
         assert u.baseline is not None
@@ -150,7 +175,7 @@ def flat_attributions(attributions: Any, units: Sequence[LayerUnits]) -> List[Te
             )
 
     walk(attributions)
-    want = [(u.n_units,) if u.kind == "filter" else tuple(u.out_shape) for u in units]
+    want = [(u.n_units,) if u.per_unit else tuple(u.out_shape) for u in units]
     got = [tuple(a.shape) for a in flat]
     if got != want:
         raise ValueError(
@@ -162,7 +187,7 @@ def flat_attributions(attributions: Any, units: Sequence[LayerUnits]) -> List[Te
 def unit_values(u: LayerUnits, attribution: Tensor) -> Tensor:
     r"""One value per unit: a filter's entry, or the mean over a unit's elements."""
     a = attribution.detach().to("cpu", torch.float64).reshape(-1)
-    if u.kind == "filter":
+    if u.per_unit:
         return a
     idx = u.groups.expand(u.out_shape).reshape(-1).cpu()
     sums = torch.zeros(u.n_units, dtype=torch.float64).index_add_(0, idx, a)
@@ -379,3 +404,24 @@ def _check_loader_lengths(source: LoaderSource, target: Any, args: Any) -> None:
                 "dimension 0, as in Captum (pass other values as non-tensors or "
                 "wrap the model)"
             )
+
+
+def check_execution(internal_batch_size: Any, cache_activations: Any) -> None:
+    r"""Check the constructor's execution settings."""
+    check_positive_int("internal_batch_size", internal_batch_size)
+    if not isinstance(cache_activations, bool):
+        raise ValueError(
+            "`cache_activations` must be a bool, got "
+            f"{type(cache_activations).__name__}"
+        )
+
+
+def efficiency_gap(game: UnitGame, attributions: Any) -> Tensor:
+    r"""``V(all) - V(none) - sum(values)`` of ``attributions`` on ``game``."""
+    total = sum(
+        float(unit_values(u, a).sum())
+        for u, a in zip(game.units, flat_attributions(attributions, game.units))
+    )
+    with model_guard(game.model):
+        v_all, v_none = game.full_value(), game.empty_value()
+    return torch.tensor(v_all - v_none - total, dtype=torch.float64)

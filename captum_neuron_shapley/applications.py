@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 
 from .ablation import metric_after_removal, remove_units
-from .attr import FilterShapley
+from .filter_shapley import FilterShapley
 from .game import model_guard
 from .metrics import Accuracy, ClassRecall, Metric, SubgroupAccuracy
 from .refine import default_pool_size, greedy_removal

@@ -1,4 +1,5 @@
-r"""Captum attribution classes: :class:`NeuronShapley` and :class:`FilterShapley`.
+r"""Captum attribution class :class:`NeuronShapley` (:class:`FilterShapley` and
+:class:`HeadShapley` are its subclasses with other groupings of the units).
 
 They format inputs and outputs the Captum way and delegate the work to small
 parts: the game (:mod:`.game`), the sampler (:mod:`.sampler`), the running
@@ -12,7 +13,6 @@ import time
 from typing import (
     Any,
     Callable,
-    cast,
     List,
     Literal,
     Optional,
@@ -28,8 +28,10 @@ from captum.log import log_usage
 from torch import nn, Tensor
 
 from ._attr_utils import (
+    attr_layers,
     build_game,
-    flat_attributions,
+    check_execution,
+    efficiency_gap,
     in_layer_dtype,
     Inputs,
     layer_units,
@@ -40,19 +42,17 @@ from ._attr_utils import (
     Refine,
     SamplerSpec,
     Stop,
-    unit_values,
 )
 from ._deprecated import accepts_moved_keywords
-from ._inputs import check_not_scripted, check_positive_int, layer_names, resolve_layers
 from ._run import compose_stop, estimate
 from .cost import CostEstimate, pilot
-from .game import LayerEval, model_guard, module_of, UnitGame
+from .game import LayerEval, model_guard, UnitGame
 from .refine import make_refine
 from .removal import LayerUnits
 from .result import ShapleyResult
 from .sampler import make_sampler
 
-__all__ = ["NeuronShapley", "FilterShapley"]
+__all__ = ["NeuronShapley"]
 
 
 class NeuronShapley(LayerAttribution, PerturbationAttribution):
@@ -60,17 +60,14 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
     unit of one or more layers for a *dataset-level* metric of the model, such as
     its accuracy on an evaluation set.
 
-    Unlike Captum's other layer methods, which attribute each example's output
-    to the layer's units, Neuron Shapley attributes one number computed over the
-    whole evaluation set (``inputs``) to the units: the attributions have no
-    batch dimension. The players are the elements of the layer output
-    (optionally grouped into units by a Captum-style ``layer_mask``); all units
-    of all given layers play one joint game. ``V(S)`` is the metric of the model
-    in which the units outside ``S`` are replaced by a baseline (by forward
-    hooks; the model's weights are never touched). Values are estimated by
-    truncated permutation chains with a multi-armed bandit that stops sampling
-    units once their confidence intervals place them clearly inside or outside
-    the top ``k``.
+    Unlike Captum's other layer methods, it attributes one number computed over
+    the whole evaluation set (``inputs``): the attributions have no batch
+    dimension. The players are the elements of the layer output (or units of a
+    ``layer_mask``); all units of all given layers play one joint game. ``V(S)``
+    is the metric of the model whose units outside ``S`` are replaced by a
+    baseline (by forward hooks; the weights are never touched), estimated by
+    truncated permutation chains and a bandit that stops once the top ``k`` are
+    separated.
 
     More details: Amirata Ghorbani and James Zou, "Neuron Shapley: Discovering
     the Responsible Neurons", NeurIPS 2020, https://arxiv.org/abs/2002.09815
@@ -106,30 +103,21 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         Args:
 
             forward_func (Callable): The model or a forward function of it (such
-                        as ``model.forward``). When it is an ``nn.Module`` (or a
-                        bound method of one) the model is evaluated in ``eval``
-                        mode without gradients and its modules' ``training``
-                        flags are restored afterwards. TorchScript modules
-                        (``torch.jit.trace`` or ``torch.jit.script``) are refused:
-                        units are removed by forward hooks, which they do not run.
-            layer (torch.nn.Module, str or list): Layer(s) whose
-                        output units are the players (their input units with
-                        ``attribute_to_layer_input``), as modules or by their
-                        qualified names in the model (``"layer1.0.conv1"``, as
-                        in ``model.named_modules()``). A list gives one joint
-                        game over all their units. A layer whose output is a
-                        tuple of tensors contributes the units of every tensor.
+                        as ``model.forward``), run in ``eval`` mode without
+                        gradients (the ``training`` flags are restored after).
+                        TorchScript modules are refused: they run no forward
+                        hooks, which remove the units.
+            layer (torch.nn.Module, str or list): Layer(s) whose output units
+                        (input units with ``attribute_to_layer_input``) are the
+                        players, as modules or qualified names
+                        (``"layer1.0.conv1"``); a list is one joint game. A
+                        layer with a tuple of tensors gives the units of each.
             device_ids (list[int], optional): Device ID list, necessary only if
-                        ``forward_func`` applies a DataParallel model. This allows
-                        the removal hooks to find the rows of the batch that each
-                        replica received. If ``forward_func`` is given as the
-                        DataParallel model itself (or otherwise has a
-                        ``device_ids`` attribute with the device ID list), then it
-                        is not necessary to provide this argument.
+                        ``forward_func`` applies a DataParallel model (and is not
+                        the DataParallel model itself, or has no ``device_ids``
+                        attribute): the removal hooks find each replica's rows.
             internal_batch_size (int, optional): Examples per forward pass (times
-                        the coalitions evaluated together), as Captum's
-                        ``internal_batch_size``. Default: None (all the examples
-                        a coalition is evaluated on)
+                        the coalitions evaluated together). Default: None
             cache_activations (bool, optional): Compute the part of the model
                         that runs before the first ablated layer once and replay
                         it for every coalition (see
@@ -137,37 +125,22 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         those activations for the evaluation inputs. Not used
                         with a DataParallel model. Default: True
         """
-        layer = resolve_layers(module_of(forward_func), layer)  # names -> modules
-        layers = cast(
-            List[nn.Module],
-            list(layer) if isinstance(layer, (list, tuple)) else [layer],
-        )
-        if not layers:
-            raise ValueError("`layer` must be a module or a non-empty list of them")
-        model = module_of(forward_func)
-        check_not_scripted(model, layers)
-        self._names: List[str] = layer_names(forward_func, layers, model)
+        layers, model, names = attr_layers(forward_func, layer)
+        self._names: List[str] = names
+        single = not isinstance(layer, (list, tuple))
         LayerAttribution.__init__(
-            self,
-            forward_func,
-            layer if isinstance(layer, nn.Module) else layers,
-            device_ids,
+            self, forward_func, layers[0] if single else layers, device_ids
         )
         PerturbationAttribution.__init__(self, forward_func)
         self._layers: List[nn.Module] = layers
-        self._single: bool = not isinstance(layer, (list, tuple))
+        self._single: bool = single
         self._model: Optional[nn.Module] = model
         self.internal_batch_size = internal_batch_size
         self.cache_activations = cache_activations
         self._check_execution()
 
     def _check_execution(self) -> None:
-        check_positive_int("internal_batch_size", self.internal_batch_size)
-        if not isinstance(self.cache_activations, bool):
-            raise ValueError(
-                "`cache_activations` must be a bool, got "
-                f"{type(self.cache_activations).__name__}"
-            )
+        check_execution(self.internal_batch_size, self.cache_activations)
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -300,13 +273,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         unit), a number or a tensor broadcastable to the layer
                         tensor without its batch dimension (or with a leading
                         1), for every layer, or a tuple with one entry per layer
-                        (as in Captum's ``LayerFeatureAblation``). For a single
-                        layer with several tensors a tuple has one entry per
-                        tensor; in a list of layers, the entry of such a layer
-                        may be such a tuple.
-                        Default: ``"mean"`` for FilterShapley (each removed
-                        filter emits its channel mean), ``"zero"`` for
-                        NeuronShapley.
+                        (or per tensor, for a layer with several tensors), as
+                        in Captum's ``LayerFeatureAblation``. Default: ``"mean"``
+                        for FilterShapley, ``"zero"`` for NeuronShapley.
             target (int, tuple, Tensor, list or Any, optional): What the metric
                         compares the outputs with. Without ``metric``, Captum's
                         target forms have a dataset-level meaning
@@ -343,19 +312,15 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         copies of the examples, or of ``internal_batch_size`` of
                         them). Default: 1
             metric (Callable, optional): ``metric(outputs, target) -> float``,
-                        higher is better; ``outputs`` are the model outputs for
-                        the evaluation examples. Default: chosen by ``target``
-                        (see there). See :mod:`captum_neuron_shapley.metrics` for
-                        recall, subgroup accuracy and negative cross-entropy,
-                        which also score many coalitions at once.
+                        higher is better (see
+                        :mod:`~captum_neuron_shapley.metrics`). Default: chosen
+                        by ``target``
             truncation (float, str or None, optional): A chain stops once the
-                        metric falls to this value and the remaining marginals
-                        count as 0. ``"auto"``: ``V(none) + 0.05 * (V(all) -
-                        V(none))``, i.e. 5% of the way from the fully ablated
-                        model to the intact one, or no truncation when removing
-                        every unit does not lower the metric. ``None`` disables
-                        truncation (unbiased; efficiency holds). Samplers that do
-                        not walk chains ignore it. Default: ``"auto"``
+                        metric falls to this value (its remaining marginals count
+                        as 0). ``"auto"``: ``V(none) + 0.05 * (V(all) - V(none))``
+                        (none when removing every unit does not lower the
+                        metric). ``None``: no truncation (the Shapley values
+                        themselves). Default: ``"auto"``
             top_k (int, optional): Stop once the ``top_k`` most valuable units
                         are separated from the rest, up to ``epsilon``
                         (:class:`~captum_neuron_shapley.stopping.TopKSeparated`).
@@ -364,22 +329,15 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         (:class:`~captum_neuron_shapley.stopping.HalfWidth`) or a
                         budget ends. Default: None
             epsilon (float, optional): Tolerance of that rule, in units of the
-                        metric. The result's ``boundary_crowding()`` tells how
-                        many units lie within ``epsilon`` of the top-k boundary.
-                        Default: ``0.01 * |V(all) - V(none)|``, one percent of
-                        what removing every unit changes (0.01 if that is 0)
+                        metric. Default: ``0.01 * |V(all) - V(none)|`` (0.01 if
+                        that is 0)
             refine (str or GreedyRefine, optional): ``"greedy"`` (or a
-                        :class:`~captum_neuron_shapley.refine.GreedyRefine` with
-                        its pool and beam): after sampling, answer the set
-                        question "which ``top_k`` units hurt the metric most when
-                        removed together" by a greedy search on the same game
-                        (same metric, data and baselines) over the highest-valued
-                        units; the result's ``removal_set`` and ``removal_curve``
-                        hold the answer. Needs ``top_k``; costs about ``top_k``
-                        times the pool (``6 * top_k``) in evaluations, counted in
-                        ``n_evaluations`` (with ``torch.distributed``, every rank
-                        runs the same search; it is counted once).
-                        Default: None (values only)
+                        :class:`~captum_neuron_shapley.refine.GreedyRefine`):
+                        after sampling, a greedy search on the same game for
+                        the ``top_k`` units whose joint removal hurts most, among
+                        the highest-valued units (``result.removal_set``); costs
+                        about ``6 * top_k ** 2`` evaluations, counted in
+                        ``n_evaluations``. Default: None (values only)
             max_evaluations (int, optional): Budget in coalitions evaluated.
                         Default: None
             max_permutations (int, optional): Budget in permutation chains.
@@ -388,39 +346,25 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         setup; checked between forward passes (chains it cuts
                         short are dropped). A ``refine`` search runs after it.
                         Default: None
-            sampler (str or Sampler, optional): How marginal contributions
-                        are sampled: ``"chains"`` or a
+            sampler (str or Sampler, optional): How marginals are sampled:
+                        ``"chains"`` or a
                         :class:`~captum_neuron_shapley.sampler.PermutationSampler`
-                        (truncated permutation chains stratified by position, the
-                        stopping rule restricting them to undecided units; its
-                        arguments set strata, antithetic pairs, per-chain batches
-                        of examples and chains walked together), or ``"msr"`` or
-                        an :class:`~captum_neuron_shapley.msr.MSRSampler`
-                        (maximum sample reuse: random coalitions stratified by
-                        size, each giving a regression-adjusted sample of every
-                        unit's untruncated value; it wins where units are many,
-                        their values small and close and their marginals noisy).
-                        Default: ``PermutationSampler()``
-            stop (StoppingRule or Bound, optional): More stopping rules, combined
-                        with the ones above by ``|``: for example
-                        ``MaxTime(600) | Checkpoint("run.pt")`` (resume from and
-                        save to a file) or ``Callback(fn)`` (called after every
-                        round; True stops), or an interval rule of its own
-                        (``TopKSeparated(10, bound=StrictBound())``). A
-                        :class:`~captum_neuron_shapley.bounds.Bound` alone sets
-                        the confidence bound of the ``top_k``/``epsilon`` rule:
-                        ``AnytimeBound()`` (the default; its intervals hold for
-                        all units at once at the bandit's stopping time),
-                        ``FixedBound()``, ``StrictBound()`` or ``PaperBound()``
-                        (the original code's settings). See
-                        :mod:`captum_neuron_shapley.stopping`. Default: None
+                        (truncated permutation chains, stratified by position,
+                        each on a random batch of examples), or ``"msr"`` or an
+                        :class:`~captum_neuron_shapley.msr.MSRSampler` (maximum
+                        sample reuse). Default: ``PermutationSampler()``
+            stop (StoppingRule or Bound, optional): More rules, combined with
+                        the ones above by ``|``, such as ``MaxTime(600) |
+                        Checkpoint("run.pt")`` or ``Callback(fn)``
+                        (:mod:`~captum_neuron_shapley.stopping`); or a
+                        :class:`~captum_neuron_shapley.bounds.Bound` for the
+                        ``top_k``/``epsilon`` rule (default ``AnytimeBound()``,
+                        valid at the bandit's stopping time). Default: None
             seed (int, optional): Seed of a private generator; the same seed
                         gives the same result, and the global RNG state is never
                         touched. Default: None (a fresh seed)
-            show_progress (bool, optional): Show a progress bar (Captum's
-                        helper) over the binding budget: seconds with
-                        ``max_time``, else evaluations with ``max_evaluations``,
-                        else the units decided so far. Default: False
+            show_progress (bool, optional): A progress bar over the budget
+                        that binds (or the units decided). Default: False
             return_convergence_delta (bool, optional): Also return the efficiency
                         gap ``V(all) - V(none) - sum(values)`` (see
                         :meth:`compute_convergence_delta`). Default: False
@@ -512,11 +456,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         pilot_time: float = 30.0,
         **kwargs: Any,
     ) -> CostEstimate:
-        r"""What a budget buys on this game: runs a short pilot of
+        r"""What a budget buys on this game, projected from a short pilot of
         :meth:`attribute` (every unit sampled, until ``pilot_chains`` chains or
-        ``pilot_time`` seconds) and projects from it. The pilot's chain cost
-        is measured, or, when no chain finishes in time, projected from the
-        most advanced one.
+        ``pilot_time`` seconds).
 
         Args:
             inputs (Tensor, tuple[Tensor, ...] or DataLoader): As for
@@ -531,10 +473,8 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         (setup included). Default: 30.0
 
         Returns:
-            :class:`~captum_neuron_shapley.cost.CostEstimate`: seconds per
-            evaluation, evaluations per chain, and for a budget
-            (``.budget(max_time=600)``) the chains it buys and the typical
-            standard error of a value; printing it shows a table.
+            :class:`~captum_neuron_shapley.cost.CostEstimate` (print it for a
+            table; ``.budget(max_time=600)`` for one budget).
 
         Examples::
 
@@ -607,13 +547,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             metric=metric,
             cache_activations=False,
         )
-        total = sum(
-            float(unit_values(u, a).sum())
-            for u, a in zip(game.units, flat_attributions(attributions, game.units))
-        )
-        with model_guard(self.forward_func):
-            v_all, v_none = game.full_value(), game.empty_value()
-        return torch.tensor(v_all - v_none - total, dtype=torch.float64)
+        return efficiency_gap(game, attributions)
 
     def game(
         self,
@@ -661,48 +595,4 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         layer_input: bool,
     ) -> List[LayerUnits]:
         r"""The players of every layer tensor (subclasses change the grouping)."""
-        return layer_units(
-            self._layers,
-            self._names,
-            self._single,
-            self._grouping,
-            evals,
-            layer_baselines,
-            layer_mask,
-            layer_input,
-        )
-
-
-class FilterShapley(NeuronShapley):
-    r"""Neuron Shapley with one player per channel (convolutional filter).
-
-    The same method as :class:`NeuronShapley`, with the units of each layer
-    being its output channels (dimension 1 of ``(N, C, L)``, ``(N, C, H, W)`` or
-    ``(N, C, D, H, W)`` outputs; of each tensor, for a layer with several). A
-    removed filter emits, by default, its mean activation over the evaluation
-    inputs (the per-channel constant of the original paper, which removed a
-    filter by zeroing its weights and batch-norm moving mean). ``layer_mask`` is
-    not supported. The attributions of a layer have shape ``(C,)``.
-
-    The constructor takes the arguments of :class:`NeuronShapley`; so does
-    ``attribute``.
-
-    Examples::
-
-        >>> # ImageClassifier takes a single input tensor of images Nx3x32x32,
-        >>> # and returns an Nx10 tensor of class probabilities. It contains
-        >>> # the conv layers conv1 (6 filters) and conv2 (16 filters).
-        >>> net = ImageClassifier()
-        >>> fs = FilterShapley(net, [net.conv1, net.conv2])
-        >>> # One joint game over the 22 filters: their Shapley values for the
-        >>> # accuracy on (x_val, y_val), until the top 10 are separated.
-        >>> phi1, phi2 = fs.attribute(x_val, target=y_val, top_k=10, seed=0)
-        >>> phi1.shape  # one value per filter of conv1
-        torch.Size([6])
-        >>> # the filters whose joint removal hurts the accuracy most
-        >>> res = fs.attribute(x_val, target=y_val, top_k=10, seed=0,
-        >>>                    refine="greedy", return_result=True)
-        >>> res.removal_set
-    """
-
-    _grouping: str = "filter"
+        return layer_units(self, evals, layer_baselines, layer_mask, layer_input)

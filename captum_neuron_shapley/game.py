@@ -191,7 +191,7 @@ def reference_pass(
             )
 
     where = "takes" if attribute_to_layer_input else "returned"
-    rows, expected = [0] * len(layers), [0]
+    rows, expected, batch = [0] * len(layers), [0], [0]
 
     lock = threading.Lock()  # DataParallel runs its replicas in threads
 
@@ -202,6 +202,8 @@ def reference_pass(
             with lock:
                 rows[i] += seen
                 too_many = rows[i] > expected[0]
+            if seen > batch[0]:
+                raise _rows_error(names[i], seen, batch[0])
             if too_many:
                 raise ValueError(
                     f"`layer` {names[i]!r} is called more than once per forward "
@@ -217,9 +219,13 @@ def reference_pass(
             if r == 0:
                 raise ValueError(
                     f"`layer` {names[i]!r} was not called in the model's forward "
-                    "pass (a TorchScript model, such as a torch.jit.trace result, "
-                    "runs no forward hooks: pass the eager nn.Module)"
+                    f"pass ({_not_called_hint(layers[i])})"
                 )
+
+    def check_rows() -> None:
+        for i, r in enumerate(rows):
+            if r < expected[0]:
+                raise _rows_error(names[i], r - expected[0] + batch[0], batch[0])
 
     outs: List[Tensor] = []
     sums: List[List[Tensor]] = []
@@ -237,6 +243,7 @@ def reference_pass(
         seen = 0
         for xs, args in slices() if chunks is None else chunks:
             expected[0] += xs[0].shape[0]
+            batch[0] = int(xs[0].shape[0])
             seen += xs[0].shape[0]
             try:
                 saved, out = _forward_layer_distributed_eval(
@@ -251,6 +258,7 @@ def reference_pass(
                 check_called()
                 raise
             check_called()
+            check_rows()
             outs.append(_check_output(out))
             ids = _extract_device_ids(forward_func, saved, device_ids)
             for i, layer in enumerate(layers):
@@ -276,6 +284,28 @@ def reference_pass(
         ev.means = [t / seen for t in s]
     prefix = [torch.cat(c) for c in captured]
     return torch.cat(outs), evals, prefix
+
+
+def _rows_error(name: str, seen: int, given: int) -> ValueError:
+    return ValueError(
+        f"`layer` {name!r} saw {seen} rows where the model was given {given} "
+        "examples: its tensors must hold the examples along dimension 0, one row "
+        "per example (a sequence-first layer, such as "
+        "nn.TransformerEncoderLayer(batch_first=False), holds positions there)"
+    )
+
+
+def _not_called_hint(layer: nn.Module) -> str:
+    if isinstance(layer, nn.modules.linear.NonDynamicallyQuantizableLinear):
+        return (
+            "it is the out_proj of an nn.MultiheadAttention, which uses its weights "
+            "without calling it: HeadShapley(model, attention) takes the heads, "
+            "whose outputs are out_proj's input, as units"
+        )
+    return (
+        "a TorchScript model, such as a torch.jit.trace result, runs no forward "
+        "hooks: pass the eager nn.Module"
+    )
 
 
 class Batch:

@@ -19,6 +19,8 @@ import torch
 from captum._utils.common import _run_forward
 from torch import nn, Tensor
 
+from .removal import Probe
+
 __all__ = ["trace_prefix", "replay"]
 
 
@@ -33,7 +35,8 @@ def trace_prefix(
 
     Args:
         model (nn.Module): The model.
-        layers (sequence of nn.Module): The layers whose units are ablated.
+        layers (sequence of nn.Module): The layers whose units are ablated
+            (for a :class:`~captum_neuron_shapley.removal.Probe`, its site).
         inputs (tuple of Tensor): A small batch to trace the forward pass with.
         additional_forward_args (tuple, optional): Passed after the inputs.
         forward_func (Callable, optional): What to call (default: ``model``),
@@ -44,7 +47,8 @@ def trace_prefix(
     """
     events: List[Tuple[str, nn.Module, Any]] = []
     calls: Dict[int, int] = {}
-    ablated = {id(m) for m in layers}
+    # a probe's tensor is computed inside its site: the site's start is the stop
+    ablated = {id(m.site if isinstance(m, Probe) else m) for m in layers}
     first: Dict[str, Optional[int]] = {"t": None}
 
     def pre(module: nn.Module, args: Any) -> None:

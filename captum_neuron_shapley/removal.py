@@ -13,7 +13,17 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 import torch
 from torch import nn, Tensor
@@ -23,6 +33,7 @@ from ._inputs import check_finite
 
 __all__ = [
     "LayerUnits",
+    "Probe",
     "filter_groups",
     "neuron_groups",
     "ablate",
@@ -30,6 +41,38 @@ __all__ = [
     "per_layer",
     "resolve_baseline",
 ]
+
+
+#: Unit kinds whose values are reported one per unit, shape ``(n_units,)``.
+PER_UNIT_KINDS = ("filter", "head")
+
+
+class Probe(nn.Module):
+    r"""A virtual layer: a module outside the model through which
+    :meth:`activate` routes a tensor that the model computes inside one of its
+    modules without returning it from a submodule (such as the heads' outputs
+    inside ``nn.MultiheadAttention``, before its output projection). Its
+    forward is the identity; removal hooks are registered on it as on any
+    layer, and :func:`ablate` activates it while it removes units there.
+
+    Attributes:
+        site (nn.Module): The model's module in whose forward the tensor is
+            computed (not registered as a submodule of the probe).
+    """
+
+    def __init__(self, site: nn.Module) -> None:
+        super().__init__()
+        self.__dict__["site"] = site  # not a submodule: the model owns it
+
+    site: nn.Module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def activate(self) -> ContextManager[None]:
+        r"""A context inside which the model's forward passes its tensor
+        through this probe; everything is restored on exit."""
+        raise NotImplementedError
 
 
 @dataclass
@@ -44,8 +87,9 @@ class LayerUnits:
             output element, the index (``0 .. n_units - 1``) of the unit it belongs to.
         unit_ids (Tensor): The user-facing id of each unit (channel index for
             filters, ``layer_mask`` value or flat element index for neurons).
-        kind (str): ``"filter"`` (one value per channel) or ``"neuron"`` (values
-            reported at the layer output's shape).
+        kind (str): ``"filter"`` (one value per channel), ``"head"`` (one value
+            per attention head) or ``"neuron"`` (values reported at the layer
+            output's shape).
         baseline (Tensor or None): Replacement value, broadcastable to ``out_shape``.
         index (int or None): Position of the tensor in the layer's tuple of
             outputs (or positional inputs); ``None`` when the layer returns a
@@ -71,9 +115,15 @@ class LayerUnits:
     def n_units(self) -> int:
         return int(self.unit_ids.numel())
 
+    @property
+    def per_unit(self) -> bool:
+        r"""Whether values are reported one per unit (filters, heads) rather
+        than at the layer tensor's shape (neurons)."""
+        return self.kind in PER_UNIT_KINDS
+
     def format(self, flat: Tensor) -> Tensor:
         r"""Lay per-unit values of this layer out the Captum way."""
-        if self.kind == "filter":
+        if self.per_unit:
             return flat
         return flat[self.groups.expand(self.out_shape)]
 
@@ -133,7 +183,10 @@ def neuron_groups(
             f"shape {tuple(out_shape)} of layer {name!r}"
         )
     unit_ids, groups = torch.unique(mask, return_inverse=True)
-    return groups.view(mask.shape), unit_ids
+    # at the rank of the layer tensor, so that a mask with fewer dimensions
+    # (such as one id per feature, shared by every position) lines up with it
+    lead = (1,) * (len(out_shape) - mask.dim())
+    return groups.view(*lead, *mask.shape), unit_ids
 
 
 def _replica_start(
@@ -323,10 +376,16 @@ def layer_tensors(value: Any, name: str, where: str) -> Tuple[Tensor, ...]:
     items = value if isinstance(value, (tuple, list)) else (value,)
     if not items or not all(isinstance(t, Tensor) for t in items):
         kinds = ", ".join(type(t).__name__ for t in items) or "nothing"
+        hint = (
+            " (an nn.MultiheadAttention returns (output, None) without attention "
+            "weights: HeadShapley takes its heads as units)"
+            if any(t is None for t in items)
+            else ""
+        )
         raise ValueError(
             f"`layer` {name!r} {where} {type(value).__name__} ({kinds}); only "
             "layers whose output (or, with `attribute_to_layer_input`, positional "
-            "input) is a Tensor or a tuple of Tensors can be ablated"
+            f"input) is a Tensor or a tuple of Tensors can be ablated{hint}"
         )
     for t in items:
         if t.dim() < 2:
@@ -371,8 +430,9 @@ def ablate(
     The output of a conv, linear or batch-norm layer with no other forward hook
     is overwritten in place (it is a fresh tensor nothing else holds); any other
     tensor (a layer's input, an element of a tuple of outputs, another layer's
-    output) is left as it is and a new tensor is returned. Hooks are removed when
-    the block exits, also after an exception.
+    output) is left as it is and a new tensor is returned. A :class:`Probe`
+    with units removed is activated for the block. Hooks are removed and probes
+    deactivated when the block exits, also after an exception.
     """
     # one hook per (module, input or output) replaces every tensor of it
     sites: Dict[Tuple[int, bool], List[Tuple[LayerUnits, Tensor]]] = {}
@@ -410,9 +470,12 @@ def ablate(
 
     handles: List[RemovableHandle] = []
     folded: List[nn.Module] = []
+    probes = contextlib.ExitStack()
     try:
         for parts in sites.values():
             layer = parts[0][0].layer
+            if isinstance(layer, Probe):
+                probes.enter_context(layer.activate())
             if fold and len(parts) == 1 and parts[0][1].shape[0] == 1:
                 forward = _fold(*parts[0])
                 if forward is not None:
@@ -429,6 +492,7 @@ def ablate(
             h.remove()
         for layer in folded:
             del layer.forward
+        probes.close()
 
 
 def per_layer(value: Any, n: int, name: str) -> List[Any]:

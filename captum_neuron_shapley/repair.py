@@ -25,6 +25,21 @@ Then a conv or linear unit gets zero weights (its output channel / row) and
 ``bias = constant``; a BatchNorm unit gets ``weight = 0`` and ``bias = constant``
 (exact in train and eval mode). A conv or linear layer created with ``bias=False``
 can only drop units whose constant is 0, because the class has no bias to load.
+
+Units on the *input* of a projection are exported the same way from the other
+side: attention heads (:class:`~captum_neuron_shapley.HeadShapley`: the input
+of the output projection, ``out_proj`` of an ``nn.MultiheadAttention``), and
+the hidden neurons of an MLP taken at the input of its second linear layer
+(:class:`~captum_neuron_shapley.NeuronShapley` with
+``attribute_to_layer_input=True`` and a per-feature ``layer_mask``). When the
+projection is an ``nn.Linear`` (weight ``(out, in)``) or a ``Conv1D``-style
+module (weight ``(in, out)``), every removed input feature is removed at every
+position, and its replacement is one constant ``c_j`` per feature, the removed
+features' weights are zeroed and their constant is folded into the bias:
+``bias += W[:, removed] @ c`` (mathematically exact; the sum is rounded in
+another order than the hooks' matrix product, so outputs agree to
+floating-point rounding). A projection without a bias can only drop features
+whose folded constant is 0 (the ``"zero"`` baseline).
 Anything else (activations such as ``nn.ReLU``, pooling, spatially varying
 baselines, single positions of a channel) raises a ``ValueError`` that says why:
 keep using the hooks (:func:`~captum_neuron_shapley.ablation.ablated`) there.
@@ -41,7 +56,9 @@ from typing import Any, cast, Dict, List, Optional, Tuple
 import torch
 from torch import nn, Tensor
 
-from .result import ShapleyResult
+from ._inputs import resolve_layer
+from .heads import head_groups
+from .result import LayerLayout, ShapleyResult
 
 __all__ = ["export_repaired", "repaired_state_dict"]
 
@@ -51,22 +68,23 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 def _removed_elements(
     result: ShapleyResult, units: Any
-) -> Dict[str, Tuple[Tensor, Tensor]]:
-    r"""Per layer name: ``(removed, baseline)``, both at the layer output's shape."""
+) -> List[Tuple[LayerLayout, Tensor, Tensor]]:
+    r"""Per layer with removed units: its layout, and ``(removed, baseline)``,
+    both at the layer tensor's shape."""
     idx = torch.as_tensor(result.flat_indices(units), dtype=torch.long)
-    out: Dict[str, Tuple[Tensor, Tensor]] = {}
+    out: List[Tuple[LayerLayout, Tensor, Tensor]] = []
     start = 0
     for lay in result.layers:
         local = idx[(idx >= start) & (idx < start + lay.n_units)] - start
         start += lay.n_units
         if not local.numel():
             continue
-        if lay.index is not None or lay.layer_input:
+        if lay.index is not None:
             raise ValueError(
                 f"cannot export removals of {lay.name!r} exactly: its units are "
-                "elements of one of several output tensors, or of a layer's "
-                "input, which no weight of that layer produces alone. Keep the "
-                "hooks (captum_neuron_shapley.ablation.ablated)"
+                "elements of one of several tensors of that layer, which no "
+                "weight of the layer produces alone. Keep the hooks "
+                "(captum_neuron_shapley.ablation.ablated)"
             )
         shape = torch.Size(lay.out_shape)
         base = torch.zeros(()) if lay.baseline is None else lay.baseline
@@ -74,10 +92,71 @@ def _removed_elements(
         if lay.kind == "filter":
             removed = torch.zeros(shape, dtype=torch.bool)
             removed[local] = True
+        elif lay.kind == "head":
+            removed = torch.isin(head_groups(shape, lay.n_units).expand(shape), local)
         else:
             removed = torch.isin(lay.groups.expand(shape), local)
-        out[lay.name] = (removed, base)
+        out.append((lay, removed, base))
     return out
+
+
+def _projection(model: nn.Module, lay: LayerLayout) -> Tuple[str, nn.Module]:
+    r"""The module whose *input* holds the layer's units, and its name: the
+    output projection of a head layer, or the layer itself for
+    ``attribute_to_layer_input``; it must take its input through one weight."""
+    name = lay.module_name
+    module = resolve_layer(model, name, "result")
+    if lay.kind == "head" and isinstance(module, nn.MultiheadAttention):
+        name, module = f"{name}.out_proj" if name else "out_proj", module.out_proj
+    if not (isinstance(module, nn.Linear) or _is_conv1d(module)):
+        raise ValueError(
+            f"cannot export removals of {lay.name!r} exactly: its units are the "
+            f"input of a {type(module).__name__}; only an nn.Linear or a "
+            "Conv1D-style projection (weight (in, out)) maps its input through "
+            "one weight whose columns can be zeroed. Keep the hooks "
+            "(captum_neuron_shapley.ablation.ablated)"
+        )
+    return name, module
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    weight = getattr(module, "weight", None)
+    return (
+        isinstance(weight, Tensor)
+        and weight.dim() == 2
+        and not isinstance(module, nn.Linear)
+        and (type(module).__name__ == "Conv1D" or hasattr(module, "nf"))
+    )
+
+
+@torch.no_grad()
+def _bake_input(
+    module: nn.Module, name: str, features: List[int], consts: Tensor
+) -> None:
+    r"""Remove input features of a projection: zero their weights and fold
+    their constant into the bias."""
+    if not features:
+        return
+    weight = cast(Tensor, module.weight)
+    bias = cast(Optional[Tensor], module.bias)
+    idx = torch.as_tensor(features, dtype=torch.long, device=weight.device)
+    c = consts.to(weight.device, torch.float64)
+    if isinstance(module, nn.Linear):  # (out, in)
+        shift = weight[:, idx].double() @ c
+        weight[:, idx] = 0.0
+    else:  # Conv1D: (in, out)
+        shift = c @ weight[idx, :].double()
+        weight[idx, :] = 0.0
+    if bias is None:
+        if bool((shift != 0).any()):
+            raise ValueError(
+                f"cannot export removals at the input of {name!r} exactly: it has "
+                "no bias (bias=False), so removed inputs can only be replaced by "
+                "values whose projection is 0, but the baseline's is not. Use a "
+                "zero baseline, or keep the hooks"
+            )
+        return
+    bias += shift.to(bias.dtype)
 
 
 def _channel_dim(module: nn.Module, name: str, shape: torch.Size) -> int:
@@ -160,7 +239,9 @@ def export_repaired(model: nn.Module, result: ShapleyResult, units: Any) -> nn.M
     r"""A repaired copy of ``model`` in which ``units`` are removed by editing
     weights, so that no hooks are needed and ``copy.state_dict()`` loads into the
     original class. See the module docstring for when this is exact; otherwise a
-    ``ValueError`` says why. ``model`` itself is not changed.
+    ``ValueError`` says why. ``model`` itself is not changed. Removed attention
+    heads become zero columns of the output projection, their baseline folded
+    into its bias.
 
     Args:
         model (nn.Module): The model the result was computed for.
@@ -185,17 +266,27 @@ def export_repaired(model: nn.Module, result: ShapleyResult, units: Any) -> nn.M
             f"`result` must be a ShapleyResult, got {type(result).__name__}"
         )
     plan = []
-    for name, (removed, base) in _removed_elements(result, units).items():
+    for lay, removed, base in _removed_elements(result, units):
+        if lay.kind == "head" or lay.layer_input:  # columns of a projection
+            name, module = _projection(model, lay)
+            last = removed.dim() - 1
+            features, consts = _per_channel(lay.name, removed, base, last)
+            plan.append((True, name, features, consts))
+            continue
+        name = lay.name
         try:
             module = model.get_submodule(name)
         except AttributeError:
             raise ValueError(f"the model has no layer named {name!r}") from None
         dim = _channel_dim(module, name, removed.shape)
         channels, consts = _per_channel(name, removed, base, dim)
-        plan.append((name, channels, consts))
+        plan.append((False, name, channels, consts))
     repaired = copy.deepcopy(model)
-    for name, channels, consts in plan:
-        _bake(repaired.get_submodule(name), name, channels, consts)
+    for on_input, name, channels, consts in plan:
+        if on_input:
+            _bake_input(repaired.get_submodule(name), name, channels, consts)
+        else:
+            _bake(repaired.get_submodule(name), name, channels, consts)
     return repaired
 
 

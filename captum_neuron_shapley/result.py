@@ -27,8 +27,11 @@ class LayerLayout:
 
     Attributes:
         name (str): The layer's qualified name in the model.
-        kind (str): ``"filter"`` (values of shape ``(C,)``) or ``"neuron"`` (values
-            at the layer output's shape, each element carrying its unit's value).
+        kind (str): ``"filter"`` (values of shape ``(C,)``), ``"head"`` (values
+            of shape ``(num_heads,)``; ``name`` is the attention module or output
+            projection, ``out_shape`` the shape of its heads' concatenated
+            outputs) or ``"neuron"`` (values at the layer output's shape, each
+            element carrying its unit's value).
         groups (Tensor): Unit index of each reported element.
         unit_ids (Tensor): The user-facing id of each unit.
         out_shape (list of int): The tensor's shape without the batch dimension.
@@ -63,6 +66,10 @@ class LayerLayout:
 
     def to_units(self, model: nn.Module) -> LayerUnits:
         r"""The :class:`LayerUnits` of this layer in ``model`` (found by name)."""
+        if self.kind == "head":
+            from .heads import head_units  # heads builds on this module
+
+            return head_units(model, self)
         layer = resolve_layer(model, self.module_name, "result")
         shape = torch.Size(self.out_shape)
         groups = (

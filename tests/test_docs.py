@@ -22,6 +22,8 @@ MODULES = [
     "exact",
     "applications",
     "cost",
+    "heads",
+    "recall",
 ]
 
 

@@ -17,6 +17,7 @@ from captum_neuron_shapley.examples import (
     trained_digits_resnet,
     WEIGHTS_DIR,
 )
+from captum_neuron_shapley.recall import SHIPPED_SEEDS, trained_recall_transformer
 
 APPLICATIONS = Path(__file__).resolve().parents[1] / "docs" / "applications"
 
@@ -27,6 +28,14 @@ SHIPPED = {
         "digits_resnet_bold0.01_seed0",
         lambda d: trained_digits_resnet(d, bold_fraction=0.01),
     ),
+}
+# the transformers' ground truth (captum_neuron_shapley.recall)
+RECALL = {
+    f"recall{seed}": (
+        f"recall_transformer_seed{seed}",
+        lambda d, seed=seed: trained_recall_transformer(seed, cache_dir=d),
+    )
+    for seed in SHIPPED_SEEDS
 }
 
 
@@ -41,16 +50,17 @@ def _fingerprint(model):
 
 def test_the_weights_ship_with_the_package():
     names = sorted(p.name for p in WEIGHTS_DIR.glob("*.pt"))
-    assert names == sorted(f"{n}.pt" for n, _ in SHIPPED.values())
-    for name, _ in SHIPPED.values():
+    everything = {**SHIPPED, **RECALL}
+    assert names == sorted(f"{n}.pt" for n, _ in everything.values())
+    for name, _ in everything.values():
         path = shipped_weights(name)
         assert path is not None and path.stat().st_size < 1_000_000
     assert shipped_weights("digits_cnn_seed1") is None
 
 
-@pytest.mark.parametrize("key", sorted(SHIPPED))
+@pytest.mark.parametrize("key", sorted({**SHIPPED, **RECALL}))
 def test_loaders_load_the_shipped_weights_without_training(key, tmp_path, caplog):
-    name, load = SHIPPED[key]
+    name, load = {**SHIPPED, **RECALL}[key]
     state = torch.random.get_rng_state()
     with caplog.at_level("DEBUG", logger="captum_neuron_shapley"):
         model = load(tmp_path)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List
 
 import torch
 
-from captum_neuron_shapley import FilterShapley
+from captum_neuron_shapley import FilterShapley, PermutationSampler
 from torch import nn
 
 from ..environment import Environment
@@ -159,13 +159,86 @@ def inception(device: str, seconds: float, batch: int) -> List[Dict[str, Any]]:
     return rows
 
 
+def transformer(
+    device: str, seconds: float, batch: int, small: bool
+) -> List[Dict[str, Any]]:
+    r"""ViT-B/16 (random weights; torchvision zeroes the classifier, so it gets
+    random weights too), labels its own predictions: the 144 heads of its 12
+    blocks in one game, and the 36,864 MLP neurons (one unit per hidden feature of
+    every block, shared by the positions), against plain forwards."""
+    from captum_neuron_shapley import feature_mask, HeadShapley, NeuronShapley
+    from torchvision.models import VisionTransformer, vit_b_16
+
+    torch.manual_seed(0)
+    if small:  # a smoke test: the same architecture, tiny
+        size = 32
+        vit: Any = VisionTransformer(size, 8, 12, 12, 96, 384, num_classes=1000)
+    else:
+        size = 224
+        vit = vit_b_16(weights=None)
+    nn.init.normal_(vit.heads.head.weight, std=0.02)
+    vit = vit.to(device).eval()
+    x = torch.randn(batch, 3, size, size, device=device)
+    with torch.no_grad():
+        y = vit(x).argmax(1)
+    blocks = list(vit.encoder.layers)
+    hidden = blocks[0].mlp[0].out_features
+    games = {
+        "heads": lambda ppe: HeadShapley(vit, [b.self_attention for b in blocks]).game(
+            x, target=y, perturbations_per_eval=ppe
+        ),
+        "MLP neurons": lambda ppe: NeuronShapley(vit, [b.mlp[3] for b in blocks]).game(
+            x,
+            target=y,
+            layer_mask=feature_mask(hidden),
+            layer_baselines="mean",
+            attribute_to_layer_input=True,
+            perturbations_per_eval=ppe,
+        ),
+    }
+    with torch.no_grad():
+        fwd = _rate(lambda: vit(x), device, seconds, 1)
+    rows = []
+    for name, make in games.items():
+        for ppe in (1, 8, 32):
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            game = make(ppe)
+            g = torch.Generator().manual_seed(0)
+            keep = torch.rand(ppe, game.n_units, generator=g) > 0.5
+            evals = _rate(lambda: game.value(keep), device, seconds, ppe)
+            rows.append(
+                {
+                    "units": name,
+                    "n_units": game.n_units,
+                    "batch": batch,
+                    "image_size": size,
+                    "perturbations_per_eval": ppe,
+                    "evals_per_s": evals,
+                    "forwards_per_s": fwd,
+                    "ratio": evals / fwd,
+                    **_peak(device),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def big_layer_part(
     device: str, ref_seconds: float, run_seconds: float, seeds: int
 ) -> Dict[str, Any]:
     ref = big_layer.reference(device, max_time=ref_seconds)
     print(json.dumps({k: v for k, v in ref.items() if k not in ("values", "stderr")}))
+    # GPU settings: many chains walked together, 64 coalitions per pass
     runs = [
-        big_layer.trajectory(ref["values"], run_seconds, seed, device)
+        big_layer.trajectory(
+            ref["values"],
+            run_seconds,
+            seed,
+            device,
+            perturbations_per_eval=64,
+            sampler=PermutationSampler(chains_per_round=16),
+        )
         for seed in range(seeds)
     ]
     return {
@@ -204,14 +277,19 @@ def main(argv: Any = None) -> None:
 
     if "throughput" in args.parts:
         ppes = [1, 4] if q else [1, 2, 4, 8, 16, 32, 64]
-        report["throughput"] = throughput(args.device, 1.0 if q else 4.0, ppes)
+        report["throughput"] = throughput(args.device, 1.0 if q else 2.0, ppes)
         save()
     if "inception" in args.parts:
-        report["inception"] = inception(args.device, 1.0 if q else 6.0, 4 if q else 128)
+        report["inception"] = inception(args.device, 1.0 if q else 4.0, 4 if q else 128)
+        save()
+    if "transformer" in args.parts:
+        report["transformer"] = transformer(
+            args.device, 1.0 if q else 3.0, 4 if q else 64, q
+        )
         save()
     if "big_layer" in args.parts:
         report["big_layer"] = big_layer_part(
-            args.device, 20.0 if q else 200.0, 10.0 if q else 60.0, 1 if q else 3
+            args.device, 20.0 if q else 180.0, 10.0 if q else 40.0, 1 if q else 3
         )
         save()
     save()
