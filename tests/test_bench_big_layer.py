@@ -48,6 +48,10 @@ def test_reference_is_written_and_read_as_device_json(tiny_layer, tmp_path):
         )
     )
     assert C.load_reference(device)["values"].tolist() == [0.1, 0.2]
+    # a device reference without per-unit samples: one per cycle of 4 chains
+    ref = {"values": [0.1, 0.2], "stderr": [0, 0], "chains": 509}
+    device.write_text(json.dumps({"big_layer": {"reference": ref}}))
+    assert C.load_reference(device)["samples"] == [127, 127]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"inception": []}))
     with pytest.raises(ValueError, match="big_layer.reference.values"):

@@ -121,6 +121,12 @@ def load_reference(path: Path) -> Dict[str, Any]:
     out["stderr"] = torch.tensor(
         ref.get("stderr", [math.nan] * len(ref["values"])), dtype=torch.float64
     )
+    if "samples" not in ref and "chains" in ref:
+        # the device run's reference keeps every unit in every chain, in
+        # stratified cycles of 4 chains (one sample per unit per cycle): its
+        # samples per unit follow from its chains
+        out["samples"] = [int(ref["chains"]) // 4] * len(ref["values"])
+        out["samples_from_chains"] = True
     out["source"] = str(path)
     return out
 
