@@ -90,6 +90,11 @@ def test_methods_against_a_longer_cpu_reference(tmp_path):
     assert g["chains_needed"] == pytest.approx(
         (g["z_max_wrong"] * g["sample_sd"] / g["gap"]) ** 2 / g["samples_per_chain"]
     )
+    # resolving the boundary to epsilon is set by the contenders' noise
+    assert g["sample_sd_top"] >= g["sample_sd"] > 0
+    assert g["chains_for_epsilon"] == pytest.approx(
+        (2 * g["sample_sd_top"] / g["epsilon"]) ** 2 / g["samples_per_chain"]
+    )
     text = "\n".join(C.render(res, "cmd", Environment.capture()))
     for name in methods:
         assert f"| {name} |" in text

@@ -468,16 +468,29 @@ def noise_vs_gaps(
         gap = kth - float(values[wrong].mean())
         need_samples = (z * sd / gap) ** 2 if gap > 0 else math.inf
         chains = need_samples / per_sample
+        # the contenders (the top 2k by reference) are far noisier than the
+        # median unit: what resolving the boundary to epsilon takes is set by
+        # them (a standard error of epsilon / 2)
+        contenders = top.indices[ok[top.indices]]
+        sd_top = float(var[contenders].median().sqrt()) if len(contenders) else sd
+        eps_samples = (2 * sd_top / eps) ** 2
         out.update(
             sample_sd=sd,
             samples_per_chain=per_sample,
             gap=gap,
             samples_needed=need_samples,
             chains_needed=chains,
+            sample_sd_top=sd_top,
+            samples_for_epsilon=eps_samples,
+            chains_for_epsilon=eps_samples / per_sample,
         )
         if default and default.get("chains") and default.get("points"):
             per_chain = default["points"][-1][0] / default["chains"]
-            out.update(cpu_s_per_chain=per_chain, cpu_s_needed=chains * per_chain)
+            out.update(
+                cpu_s_per_chain=per_chain,
+                cpu_s_needed=chains * per_chain,
+                cpu_s_for_epsilon=eps_samples / per_sample * per_chain,
+            )
     return out
 
 
@@ -688,6 +701,20 @@ def render(result: Dict[str, Any], command: str, env: Environment) -> List[str]:
                 else ""
             )
             + " (a lower bound: the top units' own estimates are noisy too)"
+        )
+    if "sample_sd_top" in g:
+        lines.append(
+            "- the contenders (the top 20 by reference) are noisier: one sample's "
+            f"standard deviation {g['sample_sd_top']:.3g} (median over them); a "
+            f"standard error of epsilon / 2 ({g['epsilon'] / 2:.3g}) on them takes "
+            f"about {g['samples_for_epsilon']:.0f} samples per unit = "
+            f"{g['chains_for_epsilon']:.0f} chains"
+            + (
+                f", {g['cpu_s_for_epsilon'] / 3600:.1f} CPU hours at the default "
+                f"run's {g['cpu_s_per_chain']:.1f} CPU s per chain"
+                if g.get("cpu_s_for_epsilon")
+                else ""
+            )
         )
     return lines + [""]
 
