@@ -22,6 +22,7 @@ import shlex
 import sys
 from pathlib import Path
 from typing import (
+    Any,
     Callable,
     Dict,
     Iterable,
@@ -445,6 +446,43 @@ def bench_parser() -> argparse.ArgumentParser:
         help="only rewrite the top-k markdown (into --out) from a run's bench.json "
         "(or the partial_runs.json of a run cut short)",
     )
+    big = p.add_argument_group(
+        "the big layer (ResNet-18 layer4, 2,560 filters; methods against CPU time)"
+    )
+    big.add_argument(
+        "--big-layer",
+        action="store_true",
+        help="instead of the parts above: compare the methods on the big layer "
+        "(big_layer.json, .md, .png in --out)",
+    )
+    big.add_argument(
+        "--reference",
+        type=Path,
+        help="the big layer's reference values: the device.json of python -m "
+        "comparisons device, or a file written with --make-reference",
+    )
+    big.add_argument(
+        "--make-reference",
+        type=float,
+        metavar="CPU_SECONDS",
+        help="first write a CPU reference to --reference: two independent runs "
+        "of this many CPU seconds each (in --jobs processes), pooled",
+    )
+    big.add_argument(
+        "--max-time",
+        type=float,
+        default=600.0,
+        help="CPU seconds (one thread) per big-layer method (default 600)",
+    )
+    big.add_argument(
+        "--methods", nargs="*", help="only these big-layer methods (default: all)"
+    )
+    p.add_argument(
+        "--inception-cpu",
+        action="store_true",
+        help="instead: what Inception-v3's 17,216 filters cost per evaluation "
+        "and per chain at --batch images on --device (inception_cost.json in --out)",
+    )
     p.add_argument("--scale-child", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=112, help=argparse.SUPPRESS)
     return p
@@ -464,6 +502,40 @@ def run_bench_command(rest: List[str], argv: List[str]) -> int:
         return 0
     if args.render:
         render_saved(Path(args.render), Path(args.out))
+        return 0
+    if args.big_layer or args.make_reference is not None:
+        from .bench.big_layer_compare import METHODS, run_big_layer
+
+        methods = args.methods or list(METHODS)
+        for m in methods:
+            if m not in METHODS:
+                bench_parser().error(
+                    f"--methods: unknown method {m!r} (choose from "
+                    f"{', '.join(METHODS)})"
+                )
+        try:
+            return run_big_layer(
+                Path(args.out),
+                args.reference,
+                args.make_reference,
+                args.max_time,
+                methods,
+                args.jobs,
+                _command(argv),
+                compare_methods=args.big_layer,
+            )
+        except (ValueError, FileNotFoundError) as e:
+            bench_parser().error(str(e))
+    if args.inception_cpu:
+        from .bench.scale import inception_cost
+
+        row = inception_cost(args.device, args.batch)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "inception_cost.json").write_text(
+            json.dumps({"command": _command(argv), **row}, indent=1)
+        )
+        print(json.dumps(row, indent=1))
         return 0
     run_bench(
         BenchOptions(
@@ -521,6 +593,16 @@ def coverage_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: evaluations each bound needs to stop on the digits CNN",
     )
+    p.add_argument(
+        "--batch-size",
+        default="auto",
+        help="examples per chain: auto (the default sampler's), all, or a number",
+    )
+    p.add_argument(
+        "--selector",
+        choices=["lucb", "border", "prior", "screening"],
+        help="a selection policy on the chains (comparisons/bench/selection.py)",
+    )
     return p
 
 
@@ -543,6 +625,16 @@ def run_coverage_command(rest: List[str], argv: List[str]) -> int:
             p.error(
                 f"--metrics: unknown metric {m!r} (choose from {', '.join(METRICS)})"
             )
+    batch: Any = args.batch_size
+    if batch == "all":
+        batch = None
+    elif batch != "auto":
+        try:
+            batch = int(batch)
+        except ValueError:
+            p.error(f"--batch-size: expected auto, all or a number, got {batch!r}")
+        if batch < 1:
+            p.error(f"--batch-size: expected a positive number, got {batch}")
     return run_coverage(
         CoverageOptions(
             seeds=args.seeds,
@@ -552,6 +644,8 @@ def run_coverage_command(rest: List[str], argv: List[str]) -> int:
             metrics=metrics,
             max_evaluations=args.max_evaluations,
             digits_cost=args.digits_cost,
+            batch_size=batch,
+            selector=args.selector,
         )
     )
 

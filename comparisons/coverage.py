@@ -11,6 +11,17 @@ intervals after every round and stops on what it sees, so a bound that is valid
 at a fixed sample size only can under-cover here. For each bound it also reports
 the median number of evaluations to the stop (what the honesty costs).
 
+By default each chain runs on its own random batch of examples
+(``PermutationSampler(batch_size="auto")``), so the batch's noise is part of
+every sample and the intervals must cover it. The exact target then depends
+on truncation (:mod:`comparisons.bench.targets`): without truncation it is the
+Shapley value of the whole set (a mean-over-examples metric is linear in the
+examples and the Shapley value linear in the game); with truncation it is the
+mean over batches of the exact truncated value on a batch, computed here from
+every coalition's metric on every example, averaged over 20,000 random
+batches (its Monte Carlo standard error is reported next to the intervals'
+widths). ``--batch-size all`` runs the chains on all examples instead.
+
 Games (exact values by enumeration, no truncation unless said):
 
 - ``tiny-cnn``: the test suite's CNN, 7 filters over two conv layers, 200 blob
@@ -27,11 +38,16 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from captum_neuron_shapley import FilterShapley, NeuronShapley, TopKSeparated
+from captum_neuron_shapley import (
+    FilterShapley,
+    NeuronShapley,
+    PermutationSampler,
+    TopKSeparated,
+)
 from captum_neuron_shapley.bounds import make_bound
 from captum_neuron_shapley.exact import exact_values
 from captum_neuron_shapley.metrics import NegativeCrossEntropy
@@ -46,11 +62,51 @@ __all__ = [
     "digits_cost",
     "run_coverage",
     "METRICS",
+    "SELECTORS",
     "main",
 ]
 
 #: The metrics a coverage row can use (None: the default, accuracy).
 METRICS = {"accuracy": None, "cross-entropy": NegativeCrossEntropy()}
+
+#: Selection policies a coverage row can run the chains with
+#: (:mod:`comparisons.bench.selection`); the prior ones rank the units by
+#: gradient x activation on the game's examples.
+SELECTORS = ("lucb", "border", "prior", "screening")
+
+
+def _sampler(
+    attr: Any,
+    data: Tuple[Any, ...],
+    top_k: int,
+    batch_size: Union[None, int, str],
+    selector: Optional[str],
+) -> Any:
+    r"""The chains of a coverage row: the library's sampler on ``batch_size``
+    examples per chain, with ``selector`` choosing which active units each
+    round samples."""
+    chains = PermutationSampler(batch_size=batch_size)
+    if selector is None:
+        return chains
+    from .bench import selection as S
+
+    if selector == "lucb":
+        pick = S.lucb_selector(top_k)
+    elif selector == "border":
+        pick = S.border_selector(top_k)
+    elif selector in ("prior", "screening"):
+        from .methods.baselines import gradient_x_activation
+
+        x, y = data
+        prior = gradient_x_activation(attr.forward_func, attr.layer, x, y).flatten()
+        pick = (
+            S.prior_selector(prior, 3 * top_k)
+            if selector == "prior"
+            else S.screening_selector(prior, top_k)
+        )
+    else:
+        raise ValueError(f"unknown selector {selector!r} (choose from {SELECTORS})")
+    return S.SelectingSampler(pick, chains)
 
 
 @dataclass
@@ -66,6 +122,12 @@ class CoverageOptions:
         metrics (list of str): Keys of :data:`METRICS`.
         max_evaluations (int): Each run's evaluation budget.
         digits_cost (bool): Instead, what each bound costs on the digits CNN.
+        batch_size (int, str or None): The chains' examples
+            (``PermutationSampler(batch_size=...)``: ``"auto"``, the default, a
+            number, or None for all examples).
+        selector (str, optional): A selection policy of
+            :mod:`comparisons.bench.selection` on the chains (a key of
+            :data:`SELECTORS`); None: the library's sampler as it is.
     """
 
     seeds: int = 200
@@ -75,6 +137,8 @@ class CoverageOptions:
     metrics: Sequence[str] = ("accuracy", "cross-entropy")
     max_evaluations: int = 200_000
     digits_cost: bool = False
+    batch_size: Union[None, int, str] = "auto"
+    selector: Optional[str] = None
 
 
 def _stop(top_k: int, bound: Optional[str]) -> Dict[str, Any]:
@@ -107,30 +171,47 @@ def coverage_at_stop(
     top_k: int,
     seeds: Sequence[int],
     max_evaluations: int = 200_000,
+    batch_size: Union[None, int, str] = "auto",
+    selector: Optional[str] = None,
     **kwargs: Any,
 ) -> Dict[str, Any]:
     r"""Run the bandit once per seed until it stops and compare every unit's
-    interval with the exact values: the Shapley values, and the exact target of
-    the truncated chains (:func:`~captum_neuron_shapley.exact.exact_values`
-    with the run's threshold; the same without truncation).
+    interval with the exact values: the estimator's target (the Shapley values
+    without truncation; with it, the exact target of truncated chains on the
+    examples the run used: all of them, or random batches of the size it drew,
+    :func:`~comparisons.bench.targets.exact_batch_values`), the Shapley values,
+    and the truncated target on all examples.
 
     Returns:
         dict: ``miss_rate`` (family-wise, against the estimator's target),
-        ``miss_rate_shapley`` (against the Shapley values), ``unit_misses``,
-        ``runs``, ``converged`` (runs that stopped on the rule, not the budget),
-        ``median_evaluations``, ``median_permutations`` and ``max_bias`` (largest
-        difference between the truncated target and the Shapley values).
+        ``miss_rate_shapley`` (against the Shapley values),
+        ``miss_rate_full_set`` (against the truncated target on all examples),
+        ``unit_misses``, ``runs``, ``converged`` (runs that stopped on the
+        rule, not the budget), ``median_evaluations``, ``median_examples``
+        (examples through the model, in evaluations of all examples),
+        ``median_permutations``, ``batch_size``, ``max_bias`` (largest
+        difference between the target and the Shapley values),
+        ``target_se`` (largest Monte Carlo standard error of the target) and
+        ``median_radius`` (median half-width of the intervals at the stop).
     """
+    from .bench.targets import exact_batch_values, per_example_values
+
     x, y = data
     game = attr.game(x, target=y, **game_kw)
     shapley = exact_values(game)
-    targets: Dict[Optional[float], torch.Tensor] = {None: shapley}
-    misses = misses_shapley = units = conv = 0
-    bias = 0.0
+    full: Dict[Optional[float], torch.Tensor] = {None: shapley}
+    targets: Dict[Tuple[Optional[float], Optional[int]], Dict[str, Any]] = {}
+    per_example: List[torch.Tensor] = []
+    misses = misses_shapley = misses_full = units = conv = 0
+    bias = target_se = 0.0
     evals: List[int] = []
+    examples: List[float] = []
     perms: List[int] = []
+    radii: List[float] = []
+    batches = set()
     kwargs = dict(kwargs)
     kwargs.update(_stop(top_k, kwargs.pop("bound", None)))
+    sampler = _sampler(attr, data, top_k, batch_size, selector)
     for seed in seeds:
         res = attr.attribute(
             x,
@@ -139,31 +220,54 @@ def coverage_at_stop(
             seed=seed,
             return_result=True,
             max_evaluations=max_evaluations,
+            sampler=sampler,
             **game_kw,
             **kwargs,
         )
-        if res.truncation not in targets:
-            targets[res.truncation] = exact_values(game, res.truncation)
-        target = targets[res.truncation]
+        thr, batch = res.truncation, res.cost.batch_size
+        if batch is not None and batch >= game.n_examples:
+            batch = None
+        batches.add(batch)
+        if thr not in full:
+            full[thr] = exact_values(game, thr)
+        if (thr, batch) not in targets:
+            if thr is not None and batch is not None and not per_example:
+                per_example.append(per_example_values(game))
+            targets[(thr, batch)] = exact_batch_values(
+                game,
+                thr,
+                batch,
+                per_example=per_example[0] if per_example else None,
+            )
+        target = targets[(thr, batch)]["values"]
+        target_se = max(target_se, float(targets[(thr, batch)]["se"].max()))
         bias = max(bias, float((target - shapley).abs().max()))
-        miss = (res.flat_values - target).abs() > res.flat_radius
+        rad = res.flat_radius
+        miss = (res.flat_values - target).abs() > rad
         misses += int(bool(miss.any()))
-        far = (res.flat_values - shapley).abs() > res.flat_radius
-        misses_shapley += int(bool(far.any()))
+        misses_shapley += int(bool(((res.flat_values - shapley).abs() > rad).any()))
+        misses_full += int(bool(((res.flat_values - full[thr]).abs() > rad).any()))
         units += int(miss.sum())
         conv += int(res.converged)
         evals.append(res.n_evaluations)
+        examples.append(res.cost.examples / game.n_examples)
         perms.append(res.n_permutations)
+        radii.append(float(rad[torch.isfinite(rad)].median()))
     n = len(seeds)
     return {
         "runs": n,
         "miss_rate": misses / n,
         "miss_rate_shapley": misses_shapley / n,
+        "miss_rate_full_set": misses_full / n,
         "max_bias": bias,
+        "target_se": target_se,
+        "median_radius": statistics.median(radii),
         "unit_misses": units,
         "converged": conv,
         "median_evaluations": statistics.median(evals),
+        "median_examples": statistics.median(examples),
         "median_permutations": statistics.median(perms),
+        "batch_size": sorted(batches, key=lambda b: -1 if b is None else b),
     }
 
 
@@ -204,13 +308,16 @@ def _row(gname: str, mname: str, n_units: int, **kw: Any) -> str:
     r"""One row of the coverage table (runs the seeds)."""
     r = coverage_at_stop(**kw)
     attr, k, trunc, bound = kw["attr"], kw["top_k"], kw["truncation"], kw["bound"]
+    batch = "/".join("all" if b is None else str(b) for b in r["batch_size"])
     return (
         f"| {gname} ({attr.__class__.__name__}, top-{k}) | {mname} "
-        f"| {trunc or 'none'} | {bound} | {r['miss_rate']:.3f} | "
-        f"{r['miss_rate_shapley']:.3f} | {r['max_bias']:.4f} | "
+        f"| {trunc or 'none'} | {batch} | {bound} | {r['miss_rate']:.3f} | "
+        f"{r['miss_rate_shapley']:.3f} | {r['miss_rate_full_set']:.3f} | "
+        f"{r['max_bias']:.4f} | {r['target_se']:.5f} | {r['median_radius']:.4f} | "
         f"{r['unit_misses']}/{r['runs'] * n_units} | "
         f"{r['converged']}/{r['runs']} | "
         f"{r['median_evaluations']:.0f} | "
+        f"{r['median_examples']:.0f} | "
         f"{r['median_permutations']:.0f} |"
     )
 
@@ -230,17 +337,24 @@ def run_coverage(opts: CoverageOptions) -> int:
         f"Family-wise miss rate at the bandit's stopping time, {opts.seeds} seeds "
         f"per row, at most {opts.max_evaluations} evaluations per run (the bound "
         "promises at most 0.05), against the estimator's exact "
-        "target (the Shapley values without truncation, the truncated chains' "
-        "expectation with it) and against the Shapley values; default settings "
-        "otherwise."
+        "target (the Shapley values without truncation; with it, the truncated "
+        "chains' expectation on the examples they ran on: random batches of the "
+        "size shown, or all), against the Shapley values and against the "
+        "truncated target on all examples; chains' examples: "
+        f"{opts.batch_size if opts.batch_size is not None else 'all'}"
+        + (f"; selection policy: {opts.selector}" if opts.selector else "")
+        + "; default settings otherwise."
     )
     print()
     print(
-        "| game | metric | truncation | bound | miss rate (target) | "
-        "miss rate (Shapley values) | max truncation bias | unit misses | "
-        "converged | median evaluations | median chains |"
+        "| game | metric | truncation | examples per chain | bound | "
+        "miss rate (target) | miss rate (Shapley values) | "
+        "miss rate (truncated, all examples) | max truncation bias | "
+        "target's Monte Carlo se | median half-width | unit misses | "
+        "converged | median evaluations | median examples (full-set "
+        "evaluations) | median chains |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     t0 = time.perf_counter()
     games = coverage_games()
     for gname in opts.games:
@@ -265,6 +379,8 @@ def run_coverage(opts: CoverageOptions) -> int:
                         truncation=trunc,
                         perturbations_per_eval=16,
                         max_evaluations=opts.max_evaluations,
+                        batch_size=opts.batch_size,
+                        selector=opts.selector,
                     )
                     print(line, flush=True)
     print()

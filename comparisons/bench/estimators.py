@@ -23,13 +23,17 @@ Comparable marginal contributions:
   per step and ``V(S + i) - V(S)`` for every selected unit ``i`` outside it,
   so the selected units' marginals are measured against the same coalition.
 
+Each can run on all examples or, through :class:`RandomBatches`, with every
+coalition evaluated on its own random batch of examples (unbiased for a metric
+that is a mean over examples, as none of them truncates).
+
 Top-k selection for the library's own chains and bandit loop lives in
 :mod:`comparisons.bench.selection`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -38,9 +42,30 @@ from captum_neuron_shapley.msr import MSRSampler
 from captum_neuron_shapley.stopping import Limits
 from torch import Tensor
 
-__all__ = ["msr", "kernel_shap", "stratified_svarm", "cmcs_greedy"]
+__all__ = ["msr", "kernel_shap", "stratified_svarm", "cmcs_greedy", "RandomBatches"]
 
 Record = Callable[[int, Tensor], None]
+
+
+class RandomBatches:
+    r"""``game`` with every coalition of :meth:`value` evaluated on its own
+    random batch of ``size`` examples (drawn as the library's chains draw
+    theirs); everything else is the game's (``V(all)`` and ``V(none)`` on all
+    examples, the counts). For a metric that is a mean over examples, ``V`` of a
+    coalition on a random batch is an unbiased estimate of ``V`` on all of them.
+    """
+
+    def __init__(self, game: UnitGame, size: int, seed: int) -> None:
+        self.game = game
+        self.size = size
+        self.generator = torch.Generator().manual_seed(seed + 7_919)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.game, name)
+
+    def value(self, keep: Tensor, rows: Any = None) -> Tensor:
+        batches = [self.game.draw(self.generator, self.size) for _ in keep]
+        return self.game.value(keep, batches)
 
 
 def _random_coalitions(sizes: Tensor, n: int, generator: torch.Generator) -> Tensor:

@@ -7,26 +7,15 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from ..text import plural
 from .figures import plot_precision
-from .precision import LEVELS
 from .rows import BASE_ROWS
 from .summary import BenchReport, CellResult, TargetRow, TopkResults, Wins
-from .topk import fmt
+from .topk import COST_POINTS, fmt
 
 __all__ = ["header", "render_topk", "throughput_lines", "scale_lines"]
-
-
-def _ratio_bound(value: float, base: float, budget: int) -> str:
-    r"""``value / base``, or a lower bound ``>= budget / base`` when the other
-    estimator never got there."""
-    if base == float("inf"):
-        return "-"
-    if value == float("inf"):
-        return f">= {budget / base:.1f}x"
-    return f"{value / base:.1f}x"
 
 
 def header(report: BenchReport) -> str:
@@ -42,36 +31,59 @@ def header(report: BenchReport) -> str:
     )
 
 
+def _ratio(value: float, base: float, budget: Optional[float] = None) -> str:
+    r"""``base / value`` (how many times less ``value`` costs), a lower bound
+    ``>= budget / value`` when ``base`` never got there within ``budget``, or
+    "-"."""
+    if value == float("inf") or value <= 0:
+        return "-"
+    if base == float("inf"):
+        return "-" if budget is None else f">= {budget / value:.1f}x"
+    return f"{base / value:.1f}x"
+
+
+def _batch(b: Optional[int]) -> str:
+    return "all" if b is None else str(b)
+
+
 def _targets(rows: List[TargetRow]) -> List[str]:
     out = [
-        "### Against the targets (sustained top-k precision 0.9)",
+        "### Cost to a top-k that stays at precision 0.9, against plain truncated "
+        "MC on all examples",
         "",
-        "Medians of the seeds' evaluations until the running top-k is at precision "
-        "0.9 from then on to the end of the run. Target: the default needs 10x fewer "
-        "than plain truncated MC and 30x fewer than Captum's ShapleyValueSampling. "
-        "*default's first estimate*: evaluations when the default first reports "
-        "anything (its first round, a cycle of 4 truncated chains); *ceiling*: "
-        "plain MC's evaluations over it, the largest ratio to plain MC the default "
-        "can show on this cell, whatever its bandit does.",
+        "Medians over seeds of the cost until the running top-k is at precision "
+        "0.9 from then on to the end of the run, counted in examples pushed "
+        "through the model (in full-set evaluations: one coalition on all the "
+        "game's examples) and in time (CPU and wall time of the run, setup "
+        "included, in units of one plain forward pass on all examples timed "
+        "just before the run in the same process). *ratio*: plain truncated "
+        "MC's cost over the default's (the target is 10x). *at 200 forwards*: "
+        "the default's precision at the CPU time of 200 plain forward passes on "
+        "all examples, per seed (and the median time of those 200 passes).",
         "",
-        "| game | k | default | plain truncated MC | ratio | Captum SVS | ratio | "
-        "best row (ratio to plain / to Captum) | default's first estimate | "
-        "plain MC evaluations per chain | ceiling |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| game | k | default's batch | examples: default | plain MC | ratio "
+        "| CPU time: default | plain MC | ratio | wall time: ratio "
+        "| Captum SVS (examples) | ratio | best row by examples "
+        "| default at 200 forwards (per seed) | 200 forwards (CPU s / wall s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in rows:
-        d, p, c, b = t.default[0.9], t.plain[0.9], t.captum[0.9], t.best
-        budget, first = t.budget, t.default_first_estimate
-        best = (
-            f"{t.best_row}: {fmt(b, budget)} "
-            f"({_ratio_bound(p, b, budget)} / {_ratio_bound(c, b, budget)})"
-        )
-        ceiling = "-" if p == float("inf") else f"{p / first:.1f}x"
+        d, p, c = t.default, t.plain, t.captum
+        budget = t.budget
+        per_seed = ", ".join(f"{v:.1f}" for v in t.default_at_200_forwards)
+        med = statistics.median(t.default_at_200_forwards)
         out.append(
-            f"| {t.game} | {t.k} | {fmt(d, budget)} | {fmt(p, budget)} | "
-            f"{_ratio_bound(p, d, budget)} | {fmt(c, budget)} | "
-            f"{_ratio_bound(c, d, budget)} | {best} | {first:.0f} | "
-            f"{t.plain_evaluations_per_chain:.0f} | {ceiling} |"
+            f"| {t.game} | {t.k} | {_batch(t.default_batch)} "
+            f"| {fmt(d['full_set'], budget)} | {fmt(p['full_set'], budget)} "
+            f"| {_ratio(d['full_set'], p['full_set'], budget)} "
+            f"| {fmt(d['fwd_cpu'])} | {fmt(p['fwd_cpu'])} "
+            f"| {_ratio(d['fwd_cpu'], p['fwd_cpu'])} "
+            f"| {_ratio(d['fwd_wall'], p['fwd_wall'])} "
+            f"| {fmt(c['full_set'], budget)} "
+            f"| {_ratio(d['full_set'], c['full_set'], budget)} "
+            f"| {t.best_row}: {fmt(t.best, budget)} "
+            f"| {med:.1f} ({per_seed}) "
+            f"| {t.forward_200_cpu_s:.2f} / {t.forward_200_wall_s:.2f} |"
         )
     out.append("")
     return out
@@ -80,19 +92,42 @@ def _targets(rows: List[TargetRow]) -> List[str]:
 def _cell_k(cell: CellResult, k: int) -> List[str]:
     budget, rows = cell.budget, cell.rows
     refs = cell.reference
-    base = rows["default"].summary[str(k)]
+    correct = ", ".join(
+        f"{refs[key][str(k)]['acceptable']} ({key})" for key in sorted(refs)
+    )
+    gaps = ""
+    if cell.target_gaps:
+        gaps = (
+            " Largest difference between a batched truncated target and the "
+            "truncated target on all examples: "
+            + ", ".join(f"{v:.4f} ({key})" for key, v in cell.target_gaps.items())
+            + "."
+        )
+    points = [
+        f"{c} {'ex.' if axis == 'full_set' else 'fwd'}"
+        + (" wall" if axis == "fwd_wall" else "")
+        for axis, cs in COST_POINTS.items()
+        for c in cs
+    ]
     out = [
-        f"### {cell.game}, top-{k} ({cell.n_units} units, epsilon "
-        f"{cell.eps:g}, {budget} evaluations per run)",
+        f"### {cell.game}, top-{k} ({cell.n_units} units, {cell.n_examples} "
+        f"examples, epsilon {cell.eps:g}, {budget} full-set evaluations per run)",
         "",
-        f"Correct units (reference value >= k-th - epsilon): "
-        f"{refs['truncated'][str(k)]['acceptable']} against the truncated "
-        f"target, {refs['untruncated'][str(k)]['acceptable']} against the "
-        "Shapley values.",
+        f"Correct units (reference value >= k-th - epsilon), per target: "
+        f"{correct}.{gaps}",
         "",
-        "| estimator | target | first 0.9 | stays 0.9 | x default | first 1.0 | "
-        "stays 1.0 | x default | stopped by its rule |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Costs until the top-k stays at the precision: *coal.* coalitions "
+        "evaluated, *ex.* examples pushed through the model, in full-set "
+        "evaluations, *fwd* CPU time in full-set forward passes; "
+        "precision at a cost: *ex.*: examples, *fwd*: CPU time, *fwd wall*: "
+        "wall time, both in full-set forward passes (medians over seeds; 0 "
+        "before a row's first estimate).",
+        "",
+        "| estimator | target | batch | stays 0.9 (coal.) | stays 0.9 (ex.) "
+        "| stays 0.9 (fwd) | stays 1.0 (ex.) | stays 1.0 (fwd) | "
+        + " | ".join(f"precision at {p}" for p in points)
+        + " | stopped by its rule |",
+        "|---|---|---|---|---|---|---|---|" + "---|" * len(points) + "---|",
     ]
     for name, row in rows.items():
         if str(k) not in row.summary:
@@ -100,30 +135,42 @@ def _cell_k(cell: CellResult, k: int) -> List[str]:
         sm = row.summary[str(k)]
         runs = row.runs_at(k)
         conv = sum(bool(r["converged"]) for r in runs)
-        rule = f"{conv}/{len(runs)}" if row.per_k and row.target == "truncated" else "-"
-        cells = []
-        for lv in LEVELS:
-            f, st = sm[f"first{lv}"], sm[f"stays{lv}"]
-            cells += [
-                fmt(f, budget),
-                fmt(st, budget),
-                _ratio_bound(st, base[f"stays{lv}"], budget),
-            ]
-        out.append(f"| {name} | {row.target} | " + " | ".join(cells) + f" | {rule} |")
-    per_chain = statistics.median(
-        r["evaluations"] / max(r["chains"], 1) for r in rows["plain truncated MC"].runs
-    )
-    d_runs = [r for r in rows["default"].runs if r.get("k") == k]
+        rule = (
+            f"{conv}/{len(runs)}"
+            if row.per_k and row.target.startswith("truncated")
+            else "-"
+        )
+        cells = [
+            fmt(sm["stays0.9@evaluations"]),
+            fmt(sm["stays0.9@full_set"], budget),
+            fmt(sm["stays0.9@fwd_cpu"]),
+            fmt(sm["stays1.0@full_set"], budget),
+            fmt(sm["stays1.0@fwd_cpu"]),
+        ] + [
+            f"{sm[f'prec@{axis}={c}']:.2f}"
+            for axis, cs in COST_POINTS.items()
+            for c in cs
+        ]
+        out.append(
+            f"| {name} | {row.target} | {_batch(row.batch)} | "
+            + " | ".join(cells)
+            + f" | {rule} |"
+        )
     stays = "; ".join(
         f"{n}: "
-        + ", ".join(fmt(v, budget) for v in rows[n].per_seed[str(k)]["stays0.9"])
+        + ", ".join(
+            fmt(v, budget) for v in rows[n].per_seed[str(k)]["stays0.9@full_set"]
+        )
         for n in BASE_ROWS
+        if n in rows
     )
+    d_runs = rows["default"].runs_at(k)
     return out + [
         "",
-        f"Per seed, stays 0.9: {stays}. Plain truncated MC spends {per_chain:.0f} "
-        "evaluations per chain (median); the default stopped after a median of "
-        f"{statistics.median(r['evaluations'] for r in d_runs):.0f} evaluations "
+        f"Per seed, stays 0.9 (full-set evaluations of examples): {stays}. The "
+        "default stopped after a median of "
+        f"{statistics.median(r['examples'] for r in d_runs) / cell.n_examples:.0f}"
+        " full-set evaluations of examples "
         f"({statistics.median(r['chains'] for r in d_runs):.0f} chains).",
         "",
     ]
@@ -131,15 +178,18 @@ def _cell_k(cell: CellResult, k: int) -> List[str]:
 
 def _wins(w: Wins) -> List[str]:
     out = [
-        "### Winners (smallest median evaluations to a top-k that stays right)",
+        "### Winners (smallest median cost to a top-k that stays right)",
         "",
-        "| game | k | precision | winner(s) | evaluations |",
-        "|---|---|---|---|---|",
+        "*full_set*: examples, in full-set evaluations; *fwd_cpu*: CPU time, in "
+        "full-set forward passes.",
+        "",
+        "| game | k | precision | cost axis | winner(s) | cost |",
+        "|---|---|---|---|---|---|",
     ]
     for c in w.cells:
         out.append(
-            f"| {c.game} | {c.k} | {c.level} | "
-            f"{', '.join(c.winners) or 'none reached it'} | {fmt(c.evaluations)} |"
+            f"| {c.game} | {c.k} | {c.level} | {c.axis} | "
+            f"{', '.join(c.winners) or 'none reached it'} | {fmt(c.cost)} |"
         )
     out += ["", "Cells won, by estimator:", ""]
     for n, cs in sorted(w.by_row.items(), key=lambda kv: -len(kv[1])):
@@ -157,7 +207,7 @@ def render_topk(results: TopkResults, out: Path) -> List[str]:
             lines += _cell_k(cell, k)
     lines += _wins(results.wins)
     fig = plot_precision(results, out / "precision.png")
-    return lines + ["", f"![precision against evaluations]({fig.name})", ""]
+    return lines + ["", f"![precision against cost]({fig.name})", ""]
 
 
 def throughput_lines(rows: List[Dict[str, Any]]) -> List[str]:

@@ -39,6 +39,9 @@ __all__ = [
 ]
 
 _VERSION = 1
+#: Version of the cached reference values (2: chains on all examples, as the
+#: truncated target on all examples needs, whatever the sampler's default).
+_REFERENCE_VERSION = 2
 
 
 class _Block(nn.Module):
@@ -270,18 +273,24 @@ def reference(bg: BenchGame, cache: bool = True) -> Dict[str, Any]:
     r"""Reference values of a benchmark game, from long runs independent of the
     benchmarked ones (their own seed), cached on disk:
 
-    - ``truncated``: the target of truncated chains (``truncation="auto"``): the
-      mean of ``bg.n_reference`` chains drawn in stratified cycles of 4 (each chain
-      a uniformly random order, so the mean is unbiased);
+    - ``truncated``: the target of truncated chains (``truncation="auto"``) on
+      all examples: the mean of ``bg.n_reference`` chains on all examples,
+      drawn in stratified cycles of 4 (each chain a uniformly random order, so
+      the mean is unbiased);
     - ``untruncated``: the Shapley values: ``truncated`` plus the mean of what
       truncation drops (the marginals after the truncation point) over
       :data:`FULL_CHAINS` untruncated chains. Both parts are unbiased; the
       dropped part has a small variance, so few full chains suffice.
 
-    Standard errors of both are kept (``*_se``).
+    Standard errors of both are kept (``*_se``). The target of chains on
+    random batches is derived from these
+    (:func:`~comparisons.bench.cells.target_values`).
     """
+    from captum_neuron_shapley import PermutationSampler
+
     path = (
-        _cache_dir(None) / f"bench_reference_{bg.name.replace('/', '_')}_v{_VERSION}.pt"
+        _cache_dir(None)
+        / f"bench_reference_{bg.name.replace('/', '_')}_v{_REFERENCE_VERSION}.pt"
     )
     if cache and path.exists():
         return torch.load(path, weights_only=True)
@@ -289,7 +298,7 @@ def reference(bg: BenchGame, cache: bool = True) -> Dict[str, Any]:
         epsilon=0.0,
         seed=REFERENCE_SEED,
         max_permutations=bg.n_reference,
-        strata=4,
+        sampler=PermutationSampler(strata=4, batch_size=None),
         perturbations_per_eval=16,
     )
     game = bg.game(16)

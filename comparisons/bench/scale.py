@@ -18,7 +18,9 @@ import torch
 
 from captum_neuron_shapley import FilterShapley
 
-__all__ = ["scale", "scale_child", "MODELS"]
+from .precision import Clock
+
+__all__ = ["scale", "scale_child", "inception_cost", "MODELS"]
 
 #: ``(model, image size)``.
 MODELS = (("resnet18", 112), ("inception_v3", 299))
@@ -104,3 +106,71 @@ def scale(device: str, batch: int) -> List[Dict[str, Any]]:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=root)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return rows
+
+
+def inception_cost(
+    device: str, batch: int, evaluations: int = 3, threads: int = 1
+) -> Dict[str, Any]:
+    r"""What Inception-v3's 17,216 filters (random weights, every conv filter
+    but the auxiliary head's, 299 x 299 images) cost on ``device``: the game's
+    setup (the intact pass and ``V(none)``), seconds per evaluation of one
+    random coalition on ``batch`` images (the median of ``evaluations``), the
+    plain forward pass on the same images (the faster of 2), in CPU and wall
+    seconds, peak memory, and what
+    one chain over every filter costs (with random weights and labels the
+    metric does not fall between ``V(all)`` and ``V(none)``, so nothing is
+    truncated: one evaluation per filter)."""
+    from torch import nn
+    from torchvision import models
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    model = model.to(device).eval()
+    convs = [
+        m
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and not n.startswith("AuxLogits")
+    ]
+    x = torch.randn(batch, 3, 299, 299, device=device)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    clock = Clock()
+    game = FilterShapley(model, convs).game(x, target=y)
+    v_all, v_none = game.full_value(), game.empty_value()
+    setup = clock.read()
+    g = torch.Generator().manual_seed(0)
+    keep = torch.rand(evaluations, game.n_units, generator=g) > 0.5
+    per_eval = []
+    for i in range(evaluations):
+        clock.start()
+        game.value(keep[i : i + 1])
+        per_eval.append(clock.read())
+    fwd = []
+    with torch.no_grad():
+        for _ in range(2):
+            clock.start()
+            model(x)
+            fwd.append(clock.read())
+    s_cpu = sorted(c for c, _ in per_eval)[len(per_eval) // 2]
+    s_eval = sorted(w for _, w in per_eval)[len(per_eval) // 2]
+    return {
+        "model": "inception_v3",
+        "device": device,
+        "threads": threads,
+        "n_units": game.n_units,
+        "batch": batch,
+        "image_size": 299,
+        "setup_cpu_s": setup[0],
+        "setup_s": setup[1],
+        "v_all": v_all,
+        "v_none": v_none,
+        "cpu_seconds_per_evaluation": s_cpu,
+        "seconds_per_evaluation": s_eval,
+        "evaluations_timed": per_eval,
+        "cpu_seconds_per_plain_forward": min(c for c, _ in fwd),
+        "seconds_per_plain_forward": min(w for _, w in fwd),
+        "chain_evaluations": game.n_units,
+        "cpu_seconds_per_chain": game.n_units * s_cpu,
+        "seconds_per_chain": game.n_units * s_eval,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }

@@ -40,23 +40,34 @@ class RowResult:
     r"""One estimator row of one cell.
 
     Attributes:
-        target (str): ``"truncated"`` or ``"untruncated"`` (its reference).
+        target (str): The reference it is scored against (``"truncated"``,
+            ``"truncated_b64"``: truncated chains on batches of 64,
+            ``"untruncated"``: the Shapley values).
         per_k (bool): One run per ``k``.
-        summary (dict): ``{k: {"first0.9": evaluations, "stays0.9": ..., ...}}``,
-            medians over seeds (``inf``: not reached by the median seed).
-        per_seed (dict): ``{k: {"first0.9": [per seed], ...}}`` (None: not
-            reached).
-        trajectories (dict): ``{k: [[[evaluations, precision], ...] per seed]}``.
+        batch (int, optional): Examples per chain (or per coalition) it ran
+            with; None: all examples.
+        summary (dict): ``{k: {key: median over seeds}}``; keys
+            ``"first0.9@AXIS"`` / ``"stays0.9@AXIS"`` (and 1.0): the cost on
+            ``AXIS`` until the precision is first reached / stays (``inf``: not
+            reached by the median seed), and ``"prec@AXIS=C"``: the precision
+            at cost ``C`` (see :data:`~comparisons.bench.topk.SUMMARY_AXES`).
+        per_seed (dict): ``{k: {key: [per seed]}}`` (None: not reached).
+        trajectories (dict): ``{k: [[[evaluations, examples, cpu_s, wall_s,
+            precision], ...] per seed]}``.
         runs (list of dict): Each run's ``converged``, ``evaluations``,
-            ``chains``, ``wall_s``, ``seed`` (and ``k``).
+            ``examples``, ``chains``, ``wall_s``, ``seed`` (and ``k``), and the
+            CPU and wall seconds of the plain forward passes on all examples
+            timed just before it in the same process (``forward_cpu_s``,
+            ``forward_wall_s``, for ``forwards`` passes).
     """
 
     target: str
     per_k: bool
     summary: Dict[str, Dict[str, float]]
-    per_seed: Dict[str, Dict[str, List[Optional[int]]]]
+    per_seed: Dict[str, Dict[str, List[Optional[float]]]]
     trajectories: Dict[str, List[List[List[float]]]]
     runs: List[Dict[str, Any]]
+    batch: Optional[int] = None
 
     def runs_at(self, k: int) -> List[Dict[str, Any]]:
         r"""The runs scored at ``k`` (a run without ``k`` is scored at every k)."""
@@ -70,15 +81,20 @@ class CellResult:
     Attributes:
         game (str): The game's name.
         ks (list of int): The ``k`` of the top-k.
-        budget (int): Evaluations per run.
+        budget (int): Examples per run, in full-set evaluations (one coalition
+            on all ``n_examples``).
         eps (float): The precision's tolerance.
         n_units (int): Players of the game.
-        reference (dict): ``{"truncated" | "untruncated": {k: {"kth",
-            "acceptable"}}}``: the reference k-th value and how many units
-            count as correct.
+        n_examples (int): Examples of the game's evaluation set.
+        reference (dict): ``{target: {k: {"kth", "acceptable"}}}``: the
+            reference k-th value and how many units count as correct, for every
+            target a row is scored against.
         rows (dict): ``{row name: RowResult}``.
         reference_chains (list, optional): Chains behind the reference values.
         reference_evaluations (int, optional): Their evaluations.
+        target_gaps (dict, optional): ``{target: largest difference}`` between
+            each batched truncated target and the truncated target on all
+            examples.
     """
 
     game: str
@@ -88,39 +104,44 @@ class CellResult:
     n_units: int
     reference: Dict[str, Dict[str, Dict[str, Any]]]
     rows: Dict[str, RowResult]
+    n_examples: int = 0
     reference_chains: Optional[List[Any]] = _omit()
     reference_evaluations: Optional[int] = _omit()
+    target_gaps: Optional[Dict[str, float]] = _omit()
 
 
 @dataclass
 class TargetRow:
-    r"""Per cell and ``k``: the default's evaluations to a top-k that stays at
-    each precision against plain truncated MC's and Captum's, the best row,
-    and what bounds the ratio (the default's first estimate, plain MC's
-    evaluations per chain)."""
+    r"""Per cell and ``k``: the cost until the default's top-k stays at
+    precision 0.9 against plain truncated MC's on all examples, on each cost
+    axis (``{axis: median}``), the ratios, the best row by examples, and the
+    default's precision at the time of 200 forward passes on all examples."""
 
     game: str
     k: int
     budget: int
-    default: Dict[float, float]
-    plain: Dict[float, float]
-    captum: Dict[float, float]
+    default: Dict[str, float]
+    plain: Dict[str, float]
+    captum: Dict[str, float]
     best_row: str
     best: float
-    default_first_estimate: float
-    plain_evaluations_per_chain: float
+    default_batch: Optional[int]
+    default_at_200_forwards: List[float]
+    forward_200_cpu_s: float
+    forward_200_wall_s: float
 
 
 @dataclass
 class CellWin:
-    r"""The rows with the smallest median evaluations to a top-k that stays at
-    ``level`` on one cell and ``k`` (none when no row reached it)."""
+    r"""The rows with the smallest median cost (on ``axis``) to a top-k that
+    stays at ``level`` on one cell and ``k`` (none when no row reached it)."""
 
     game: str
     k: int
     level: float
+    axis: str
     winners: List[str]
-    evaluations: float
+    cost: float
 
 
 @dataclass
@@ -151,7 +172,7 @@ class BenchReport:
         command (str): The command line.
         environment (Environment): Versions, threads, device, platform.
         jobs (int): Processes of the top-k part (one thread each).
-        topk (TopkResults, optional): Evaluations to the top-k.
+        topk (TopkResults, optional): Cost to the top-k.
         throughput (list of dict, optional): Coalition evaluations per second
             against plain forward passes.
         scale (list of dict, optional): ResNet-18 and Inception-v3 rows.
@@ -160,7 +181,7 @@ class BenchReport:
     command: str
     environment: Environment
     jobs: int = 1
-    topk: Optional[TopkResults] = _omit(key="evaluations_to_topk")
+    topk: Optional[TopkResults] = _omit(key="cost_to_topk")
     throughput: Optional[List[Dict[str, Any]]] = _omit()
     scale: Optional[List[Dict[str, Any]]] = _omit()
 
