@@ -262,9 +262,10 @@ class PermutationSampler(Sampler):
             independently). A pass holds at most ``perturbations_per_eval``
             times the evaluation set's examples, as Captum bounds a pass: on
             batches of ``b`` of ``N`` examples, up to
-            ``perturbations_per_eval * N // b`` states (:meth:`pass_size`).
-            ``"auto"``: enough sets that one state of each chain fills such a
-            pass (1 on all examples).
+            ``perturbations_per_eval * N // b`` states (:meth:`pass_size`), at
+            most ``max(perturbations_per_eval, N // b)`` of one chain.
+            ``"auto"``: enough sets that one state of each chain fills one copy
+            of the set, ``N // b`` states (1 on all examples).
             Default: ``"auto"``
         patience (int, optional): Consecutive evaluated states at or below the
             truncation threshold before a chain stops. Default: 1 (6 with a
@@ -343,17 +344,15 @@ class PermutationSampler(Sampler):
     @property
     def chains_per_round(self) -> int:
         r"""Sets of chains per round; ``"auto"`` resolves, once bound to a game,
-        to enough sets that one state of each chain fills a pass of
-        :meth:`pass_size` states (1 on all examples)."""
+        to enough sets that one state of each chain fills one copy of the
+        evaluation set, ``N // b`` states (1 on all examples)."""
         cpr = self._chains_per_round
         if isinstance(cpr, int):
             return cpr
         if getattr(self, "game", None) is None:
             return 1
-        size = self.pass_size()
-        if size <= self.game.perturbations_per_eval:
-            return 1
-        return -(-size // self.set_size)  # a state of each chain fills a pass
+        copies = self.pass_size() // self.game.perturbations_per_eval
+        return max(1, -(-copies // self.set_size))
 
     @property
     def set_size(self) -> int:
@@ -493,6 +492,7 @@ class PermutationSampler(Sampler):
         thr, patience = self.truncation, int(self.patience or 1)
         ppe = self.game.perturbations_per_eval
         cost = self.chain_cost() if self._costs else None
+        per_chain = max(ppe, self.pass_size() // ppe)
         batches = list(batches) if batches is not None else [None] * len(perms)
         walks = [
             _Walk(p, active, self.game.full_value(b), thr, b)
@@ -514,10 +514,11 @@ class PermutationSampler(Sampler):
                 # chain is dropped)
                 budget = share = min(budget, ppe)
             else:
-                # a fair share of the pass (ceil): a chain may evaluate a few
-                # states past its truncation point, which costs less than
-                # passes holding fewer states
-                share = -(-budget // len(running))
+                # a fair share of the pass (ceil), at most one copy of the set's
+                # worth of one chain (or perturbations_per_eval states): a chain
+                # may evaluate a few states past its truncation point, which
+                # costs less than passes holding fewer states
+                share = min(-(-budget // len(running)), per_chain)
             masks: List[Tensor] = []
             takers = []
             for w in running:

@@ -214,7 +214,8 @@ def test_a_pass_on_batches_holds_several_chains_within_ppe_copies_of_the_set(
             game, torch.Generator().manual_seed(0), thr
         )
         assert smp.pass_size() == ppe * n_examples // b
-        assert smp.chains_per_round == -(-smp.pass_size() // 4)
+        # rounds of enough cycles of 4 chains to fill one copy of the set
+        assert smp.chains_per_round == -(-(n_examples // b) // 4)
         rows: List[int] = []
         handle = tiny.register_forward_pre_hook(
             lambda m, inp: rows.append(inp[0].shape[0])
