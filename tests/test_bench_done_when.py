@@ -36,7 +36,9 @@ def test_first_stays_and_precision_at_the_forward_budget():
             "cells": [
                 {
                     "game": "g",
-                    "rows": {"default": {"runs": [run], "trajectories": {"10": [points]}}},
+                    "rows": {
+                        "default": {"runs": [run], "trajectories": {"10": [points]}}
+                    },
                 }
             ]
         },

@@ -47,7 +47,11 @@ def test_resume_continues_exactly(tiny, tiny_data, tmp_path):
     # full run's first two rounds, passes and all
     (x, y), _ = tiny_data
     full = _run(
-        tiny, x, y, max_permutations=20, sampler=PermutationSampler(batch_size=60, chains_per_round=1)
+        tiny,
+        x,
+        y,
+        max_permutations=20,
+        sampler=PermutationSampler(batch_size=60, chains_per_round=1),
     )
     ckpt = tmp_path / "run.pt"
     first = _run(

@@ -78,8 +78,14 @@ def main(argv: Sequence[str] = ()) -> int:
         )
     if args.out is not None:
         args.out.write_text(
-            json.dumps({"command": "python -m comparisons.bench.cost_check "
-                        + " ".join(argv), "rows": rows}, indent=1)
+            json.dumps(
+                {
+                    "command": "python -m comparisons.bench.cost_check "
+                    + " ".join(argv),
+                    "rows": rows,
+                },
+                indent=1,
+            )
         )
     return 0
 

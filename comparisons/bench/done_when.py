@@ -50,7 +50,9 @@ def _at(points: Sequence[Sequence[float]], wall_s: float) -> float:
     return prec
 
 
-def done_when(bench: Dict[str, Any], k: int = 10, row: str = "default") -> Dict[str, Any]:
+def done_when(
+    bench: Dict[str, Any], k: int = 10, row: str = "default"
+) -> Dict[str, Any]:
     r"""The figures above, from a parsed ``bench.json``."""
     cell = bench["cost_to_topk"]["cells"][0]
     r = cell["rows"][row]
