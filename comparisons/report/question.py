@@ -35,15 +35,7 @@ from ..methods.shapley import (
     shapley_status,
     ShapleyRun,
 )
-from ..protocol import (
-    agreement,
-    area_under_curve,
-    PairAccuracy,
-    per_k_winners,
-    prefix_curves,
-    ranking,
-    spread,
-)
+from ..protocol import agreement, PairAccuracy, per_k_winners, prefix_curves, ranking
 from ..scenario import Scenario
 from ..text import plural
 from .options import Options, shapley_kwargs, STAGES
@@ -396,19 +388,7 @@ class QuestionRun:
         }
 
     def _curve(self, method: str, runs: List[List[float]]) -> Curve:
-        sp = spread(runs)
-        agg = "mean" if method == "random" else "median"
-        curve = sp[agg]
-        kept = [(kk, v) for kk, v in zip(self.ks, curve) if v == v]
-        return Curve(
-            runs=runs,
-            curve=curve,
-            aggregate=f"{agg} of {len(runs)}" if len(runs) > 1 else "single run",
-            min=sp["min"],
-            max=sp["max"],
-            std=sp["std"],
-            auc=area_under_curve([kk for kk, _ in kept], [v for _, v in kept]),
-        )
+        return Curve.of_runs(runs, list(self.ks), random=method == "random")
 
     def _costs(self) -> None:
         runs = self.runs

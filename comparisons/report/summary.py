@@ -103,6 +103,29 @@ class Curve:
     std: List[float]
     auc: float
 
+    @classmethod
+    def of_runs(
+        cls, runs: List[List[float]], ks: List[int], random: bool = False
+    ) -> "Curve":
+        r"""The curve of ``runs`` (one per seed or order, over ``ks``): their
+        median, or their mean for random orders, with the spread and the area
+        over the ``k`` where the aggregate is defined."""
+        from ..protocol import area_under_curve, spread
+
+        sp = spread(runs)
+        agg = "mean" if random else "median"
+        curve = sp[agg]
+        kept = [(k, v) for k, v in zip(ks, curve) if v == v]
+        return cls(
+            runs=runs,
+            curve=curve,
+            aggregate=f"{agg} of {len(runs)}" if len(runs) > 1 else "single run",
+            min=sp["min"],
+            max=sp["max"],
+            std=sp["std"],
+            auc=area_under_curve([k for k, _ in kept], [v for _, v in kept]),
+        )
+
 
 @dataclass
 class KWinners:

@@ -32,7 +32,7 @@ from ..environment import Environment
 from ..methods import baselines as B, MethodStatus, transformer as T
 from ..methods.greedy import greedy_sets, GreedySearch
 from ..methods.shapley import run_shapley, shapley_status, ShapleyRun
-from ..protocol import area_under_curve, per_k_winners, prefix_curves, ranking, spread
+from ..protocol import per_k_winners, prefix_curves, ranking
 from ..report.summary import CostSummary, Curve, KWinners, RefineInfo, ShapleyRunInfo
 from ..scenario import Scenario
 from ..text import plural
@@ -287,19 +287,7 @@ class _StudyRun:
         }
 
     def _curve(self, method: str, runs: List[List[float]]) -> Curve:
-        sp = spread(runs)
-        agg = "mean" if method == "random" else "median"
-        curve = sp[agg]
-        kept = [(k, v) for k, v in zip(self.ks, curve) if v == v]
-        return Curve(
-            runs=runs,
-            curve=curve,
-            aggregate=f"{agg} of {len(runs)}" if len(runs) > 1 else "single run",
-            min=sp["min"],
-            max=sp["max"],
-            std=sp["std"],
-            auc=area_under_curve([k for k, _ in kept], [v for _, v in kept]),
-        )
+        return Curve.of_runs(runs, list(self.ks), random=method == "random")
 
     # -- the summary ---------------------------------------------------------------
 
